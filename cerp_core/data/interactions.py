@@ -1,0 +1,109 @@
+"""The ``Interactions`` container and the seeded per-user splits every loader shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+
+def to_csr(users: np.ndarray, items: np.ndarray, num_users: int, num_items: int) -> sp.csr_matrix:
+    """Binary ``num_users x num_items`` CSR matrix with sorted column indices."""
+    data = np.ones(len(users), dtype=np.float32)
+    matrix = sp.csr_matrix((data, (users, items)), shape=(num_users, num_items))
+    matrix.sort_indices()
+    return matrix
+
+
+def split_per_user(users: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask choosing ``round(fraction * n_u)`` random interactions of each user.
+
+    Every user with at least two interactions gives at least one and keeps at least one, so
+    no user disappears from the remaining part. ``fraction == 0`` selects nothing.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"split fraction must be in [0, 1), got {fraction}")
+    chosen = np.zeros(len(users), dtype=bool)
+    if fraction == 0.0 or len(users) == 0:
+        return chosen
+    rng = np.random.default_rng(seed)
+    order = np.lexsort((rng.random(len(users)), users))
+    sorted_users = users[order]
+    counts = np.bincount(sorted_users)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    rank = np.arange(len(users)) - starts[sorted_users]
+    wanted = np.clip(np.floor(fraction * counts + 0.5), 1, np.maximum(counts - 1, 0))
+    chosen[order] = rank < wanted[sorted_users]
+    return chosen
+
+
+@dataclass(frozen=True)
+class Interactions:
+    """Implicit feedback split into train, validation and test (users x items, binary CSR).
+
+    Users and items also share one entity id space (users first, then items), the space that
+    compact embedding tables index: see :meth:`item_entity_ids`.
+    """
+
+    name: str
+    num_users: int
+    num_items: int
+    train: sp.csr_matrix
+    valid: sp.csr_matrix
+    test: sp.csr_matrix
+
+    @property
+    def num_entities(self) -> int:
+        """Size of the shared user + item id space."""
+        return self.num_users + self.num_items
+
+    def item_entity_ids(self, items: np.ndarray) -> np.ndarray:
+        """Entity ids of items: ``num_users + item``."""
+        return np.asarray(items) + self.num_users
+
+    def train_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(user, item) arrays of every training interaction, grouped by user."""
+        coo = self.train.tocoo()
+        return coo.row.astype(np.int64), coo.col.astype(np.int64)
+
+    def item_popularity(self) -> np.ndarray:
+        """Training interactions per item."""
+        return np.asarray(self.train.sum(axis=0)).ravel().astype(np.int64)
+
+    def user_activity(self) -> np.ndarray:
+        """Training interactions per user."""
+        return np.diff(self.train.indptr).astype(np.int64)
+
+    def statistics(self) -> pd.DataFrame:
+        """One-row summary: sizes, interaction counts per split, density."""
+        total = self.train.nnz + self.valid.nnz + self.test.nnz
+        return pd.DataFrame(
+            {
+                "users": [self.num_users],
+                "items": [self.num_items],
+                "entities": [self.num_entities],
+                "train": [self.train.nnz],
+                "valid": [self.valid.nnz],
+                "test": [self.test.nnz],
+                "density": [total / (self.num_users * self.num_items)],
+                "users_with_test": [int((np.diff(self.test.indptr) > 0).sum())],
+            },
+            index=pd.Index([self.name], name="dataset"),
+        )
+
+    def with_validation(self, fraction: float, seed: int) -> Interactions:
+        """Copy whose validation split is carved from train (``fraction`` per user)."""
+        if self.valid.nnz:
+            raise ValueError("validation split already carved; start from the original train")
+        users, items = self.train_pairs()
+        held = split_per_user(users, fraction, seed)
+        return Interactions(
+            name=self.name,
+            num_users=self.num_users,
+            num_items=self.num_items,
+            train=to_csr(users[~held], items[~held], self.num_users, self.num_items),
+            valid=to_csr(users[held], items[held], self.num_users, self.num_items),
+            test=self.test,
+        )
