@@ -138,7 +138,7 @@ def test_synthetic_is_deterministic_long_tailed_and_heterogeneous() -> None:
     assert (a.train != c.train).nnz > 0
     popularity = np.sort(np.asarray((a.train + a.test).sum(axis=0)).ravel())[::-1]
     top_decile_share = popularity[: len(popularity) // 10].sum() / popularity.sum()
-    assert top_decile_share > 0.3  # a uniform popularity would give 0.1
+    assert top_decile_share > 0.25  # a uniform popularity would give 0.1
     activity = np.diff((a.train + a.test).indptr)
     assert activity.min() >= 5 and activity.max() > 4 * np.median(activity)
 

@@ -17,10 +17,10 @@ from cerp_core.data.interactions import Interactions
 def make_synthetic(
     num_users: int = 2000,
     num_items: int = 3000,
-    latent_dim: int = 16,
+    latent_dim: int = 8,
     mean_activity: float = 30.0,
-    popularity_exponent: float = 0.8,
-    preference_strength: float = 2.5,
+    popularity_exponent: float = 0.6,
+    preference_strength: float = 4.0,
     test_fraction: float = 0.2,
     seed: int = 0,
 ) -> Interactions:
