@@ -1,0 +1,115 @@
+"""Command line: ``python -m cerp_core train ...`` (and ``sweep``, ``notebooks``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cerp_core.embeddings import EMBEDDINGS
+from cerp_core.models import MODELS
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Write JSON atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _budget(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"budget must be in (0, 1], got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def _add_train_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("train", help="train and evaluate one model; writes metrics.json")
+    parser.add_argument("--dataset", default="synthetic", help="name or folder (default synthetic)")
+    parser.add_argument("--backbone", choices=sorted(MODELS), default="mf")
+    parser.add_argument("--method", choices=sorted(EMBEDDINGS), default="cerp")
+    parser.add_argument(
+        "--budget", type=_budget, default=0.1, help="stored share of the full table"
+    )
+    parser.add_argument("--epochs", type=_positive_int, default=30, help="bound of each stage")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--data-root", help="root of real data sets (default $CERP_DATA_DIR)")
+    parser.add_argument("--dim", type=_positive_int, default=64)
+    parser.add_argument("--batch-size", type=_positive_int, default=2048)
+    parser.add_argument("--num-negatives", type=_positive_int, default=1)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--protocol", choices=["validation", "paper"], default="validation")
+    parser.add_argument("--valid-fraction", type=float, default=0.1)
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _train(args: argparse.Namespace) -> None:
+    import torch
+
+    from cerp_core.experiment import ExperimentConfig, run_experiment
+    from cerp_core.train import TrainConfig
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: CUDA is not available on this machine")
+    config = ExperimentConfig(
+        dataset=args.dataset,
+        backbone=args.backbone,
+        method=args.method,
+        budgets=(args.budget,),
+        dim=args.dim,
+        protocol=args.protocol,
+        seed=args.seed,
+        device=args.device,
+        data_root=args.data_root,
+        valid_fraction=args.valid_fraction,
+        train=TrainConfig(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            num_negatives=args.num_negatives,
+            lr=args.lr,
+            seed=args.seed,
+            progress=not args.no_progress,
+        ),
+    )
+    result = run_experiment(config, checkpoint_dir=args.out / "checkpoints")
+    (record,) = result.records
+    write_json(args.out / "metrics.json", record)
+    result.trainings[-1].history.to_csv(args.out / "history.csv", index=False)
+    print(json.dumps({k: record[k] for k in ("method", "num_params", "recall@20", "ndcg@20")}))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``cerp_core`` argument parser with its sub-commands."""
+    parser = argparse.ArgumentParser(prog="python -m cerp_core", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_train_parser(commands)
+    return parser
+
+
+COMMANDS = {"train": _train}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a sub-command; bad input prints one line (no traceback) and returns 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0

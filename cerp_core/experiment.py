@@ -1,0 +1,240 @@
+"""One experiment: a data set, a compact table, a backbone, training, and honest evaluation.
+
+Two protocols:
+
+- ``"validation"`` (default): a validation split is carved from train; early stopping and the
+  choice of epoch use it; test is evaluated once per final model.
+- ``"paper"``: what the authors' public code does, offered for reproduction only: no
+  validation split, model selection on the *test* set (NDCG@5), batches of 10 positives with
+  5 negatives each (60 rows), negatives drawn once and reused every epoch, Adam weight decay
+  1e-5. Its test numbers are optimistic by construction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+import cerp_core
+from cerp_core.data import Interactions, load_dataset
+from cerp_core.embeddings import PrunableEmbedding, make_embedding
+from cerp_core.metrics import evaluate
+from cerp_core.models import Recommender, make_model
+from cerp_core.train import PruneResult, TrainConfig, TrainResult, prune, retrain, train
+
+PROTOCOLS = ("validation", "paper")
+PAPER_TRAINING = {
+    "batch_size": 10,
+    "num_negatives": 5,
+    "resample_negatives": False,
+    "weight_decay": 1e-5,
+    "selection_metric": "ndcg@5",
+}
+DEFAULT_KS = (5, 10, 20, 50)
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything that defines one run; pruning methods take several budgets at once.
+
+    Args:
+        dataset: A name of :func:`cerp_core.data.load_dataset` or a folder.
+        backbone: ``"mf"``, ``"mlp"`` or ``"lightgcn"``.
+        method: A name of :func:`cerp_core.embeddings.make_embedding`.
+        budgets: Fractions of the full table's parameters; one pruning run serves them all.
+        dim: Width ``d`` of the full table.
+        protocol: ``"validation"`` or ``"paper"`` (see the module docstring).
+        seed: Seeds data splits, initialisation and sampling.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+        data_root: Root of the real data sets (default ``$CERP_DATA_DIR``).
+        valid_fraction: Share of each user's training items used for validation.
+        train: Optimisation settings; ``epochs`` bounds each stage.
+        embedding_options: Extra arguments of ``make_embedding`` (e.g. ``threshold_init``).
+        model_options: Extra arguments of the backbone (e.g. ``num_layers``).
+        data_options: Extra arguments of ``load_dataset`` (e.g. synthetic sizes).
+        ks: Cut-offs of Recall@k and NDCG@k.
+        eval_batch_size: Users scored at once by the evaluator.
+    """
+
+    dataset: str = "synthetic"
+    backbone: str = "mf"
+    method: str = "full"
+    budgets: tuple[float, ...] = (1.0,)
+    dim: int = 64
+    protocol: str = "validation"
+    seed: int = 0
+    device: str = "cpu"
+    data_root: str | None = None
+    valid_fraction: float = 0.1
+    train: TrainConfig = field(default_factory=TrainConfig)
+    embedding_options: dict[str, Any] = field(default_factory=dict)
+    model_options: dict[str, Any] = field(default_factory=dict)
+    data_options: dict[str, Any] = field(default_factory=dict)
+    ks: tuple[int, ...] = DEFAULT_KS
+    eval_batch_size: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+        self.budgets = tuple(float(b) for b in self.budgets)
+        if not self.budgets or any(not 0.0 < b <= 1.0 for b in self.budgets):
+            raise ValueError(f"every budget must be in (0, 1], got {self.budgets}")
+        if self.protocol == "paper":
+            self.valid_fraction = 0.0
+            self.train = dataclasses.replace(self.train, **PAPER_TRAINING)
+
+
+@dataclass
+class ExperimentResult:
+    """Result records (one per budget), the trained model of the last budget, and histories."""
+
+    records: list[dict[str, Any]]
+    model: Recommender
+    data: Interactions
+    trainings: list[TrainResult]
+    pruning: PruneResult | None = None
+
+    def table(self) -> pd.DataFrame:
+        """The records as a DataFrame."""
+        return pd.DataFrame(self.records)
+
+
+def git_commit() -> str | None:
+    """The checkout's commit, or ``None`` outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def build_model(config: ExperimentConfig, data: Interactions) -> Recommender:
+    """Seeded construction of the table (sized by the budgets) and the backbone on the device."""
+    torch.manual_seed(config.seed)
+    budget = config.budgets if len(config.budgets) > 1 else config.budgets[0]
+    embedding = make_embedding(
+        config.method, data.num_entities, config.dim, budget, **config.embedding_options
+    )
+    model = make_model(config.backbone, embedding, data, **config.model_options)
+    return model.to(torch.device(config.device))
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    data: Interactions | None = None,
+    checkpoint_dir: str | Path | None = None,
+) -> ExperimentResult:
+    """Train (both stages for pruning methods), select on validation, evaluate test once.
+
+    ``checkpoint_dir`` keeps one checkpoint per stage, so an interrupted run resumes there.
+    """
+    if data is None:
+        data = load_dataset(
+            config.dataset,
+            root=config.data_root,
+            valid_fraction=config.valid_fraction,
+            seed=config.seed,
+            **config.data_options,
+        )
+    model = build_model(config, data)
+    selection_split = data.test if config.protocol == "paper" else data.valid
+    validate = functools.partial(
+        evaluate,
+        train=data.train,
+        test=selection_split,
+        ks=config.ks,
+        batch_size=config.eval_batch_size,
+    )
+    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
+
+    def path(name: str) -> Path | None:
+        return folder / f"{name}.pt" if folder is not None else None
+
+    records: list[dict[str, Any]] = []
+    trainings: list[TrainResult] = []
+    pruning: PruneResult | None = None
+    if isinstance(model.embedding, PrunableEmbedding):
+        pruning = prune(model, data, config.train, checkpoint=path("prune"))
+        for budget, snapshot in zip(sorted(config.budgets, reverse=True), pruning.snapshots):
+            result = retrain(
+                model,
+                pruning,
+                snapshot,
+                data,
+                config.train,
+                validate,
+                checkpoint=path(f"retrain-{snapshot.target}"),
+            )
+            trainings.append(result)
+            records.append(
+                _record(config, model, data, budget, result, snapshot.source, pruning.seconds)
+            )
+    else:
+        result = train(model, data, config.train, validate, checkpoint=path("train"))
+        trainings.append(result)
+        records.append(_record(config, model, data, config.budgets[0], result, "none", 0.0))
+    return ExperimentResult(records, model, data, trainings, pruning)
+
+
+def _record(
+    config: ExperimentConfig,
+    model: Recommender,
+    data: Interactions,
+    budget: float,
+    result: TrainResult,
+    snapshot_source: str,
+    prune_seconds: float,
+) -> dict[str, Any]:
+    """Evaluate test once and assemble the result record (see ARCHITECTURE.md)."""
+    began = time.perf_counter()
+    test = evaluate(
+        model,
+        data.train,
+        data.test,
+        ks=config.ks,
+        batch_size=config.eval_batch_size,
+        exclude=data.valid if data.valid.nnz else None,
+    )
+    eval_seconds = time.perf_counter() - began
+    embedding = model.embedding
+    memory = embedding.memory()
+    return {
+        "dataset": data.name,
+        "backbone": config.backbone,
+        "method": config.method,
+        "budget": budget,
+        "seed": config.seed,
+        "dim": config.dim,
+        "protocol": config.protocol,
+        "num_params": embedding.num_parameters(),
+        "full_params": embedding.full_parameters,
+        "param_fraction": embedding.num_parameters() / embedding.full_parameters,
+        "memory_bytes": memory.inference_bytes,
+        "dense_bytes": memory.dense_bytes,
+        "training_only_bytes": memory.training_only_bytes,
+        **test,
+        **{f"valid_{name}": value for name, value in result.best_metrics.items()},
+        "best_epoch": result.best_epoch,
+        "epochs": len(result.history),
+        "snapshot_source": snapshot_source,
+        "prune_seconds": prune_seconds,
+        "train_seconds": result.seconds,
+        "eval_seconds": eval_seconds,
+        "device": str(next(model.parameters()).device),
+        "version": cerp_core.__version__,
+        "git_commit": git_commit(),
+    }

@@ -1,0 +1,158 @@
+"""Training: sampler, loss, learning, determinism, resume, NaN errors, two-stage pruning."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cerp_core.data import Interactions, load_dataset
+from cerp_core.embeddings import make_embedding
+from cerp_core.metrics import evaluate
+from cerp_core.models import make_model
+from cerp_core.train import (
+    TrainConfig,
+    bpr_loss,
+    prune,
+    retrain,
+    sample_negatives,
+    train,
+)
+
+
+@pytest.fixture(scope="module")
+def data() -> Interactions:
+    return load_dataset("synthetic", num_users=300, num_items=400, seed=0)
+
+
+def fresh_model(data: Interactions, method: str = "full", budget: float = 1.0, **options):
+    torch.manual_seed(0)
+    table = make_embedding(method, data.num_entities, 16, budget, **options)
+    return make_model("mf", table, data)
+
+
+def validator(data: Interactions):
+    return lambda model: evaluate(model, data.train, data.valid, ks=(20,))
+
+
+def quick(**overrides) -> TrainConfig:
+    settings = {"epochs": 3, "batch_size": 512, "lr": 1e-2, "progress": False}
+    return TrainConfig(**{**settings, **overrides})
+
+
+def test_negatives_are_never_training_positives(data: Interactions) -> None:
+    users, _ = data.train_pairs()
+    rng = np.random.default_rng(0)
+    negatives = sample_negatives(data.train, users, 5, rng)
+    assert negatives.shape == (len(users), 5)
+    hits = np.asarray(data.train[np.repeat(users, 5), negatives.ravel()]).ravel()
+    assert hits.sum() == 0
+    again = sample_negatives(data.train, users, 5, np.random.default_rng(0))
+    assert np.array_equal(negatives, again)
+
+
+def test_sampling_a_nearly_full_user_still_avoids_positives() -> None:
+    import scipy.sparse as sp
+
+    dense = np.ones((2, 50), dtype=np.float32)
+    dense[0, 7] = 0  # user 0 has exactly one negative: item 7
+    dense[1, :25] = 0
+    negatives = sample_negatives(
+        sp.csr_matrix(dense), np.array([0, 1]), 20, np.random.default_rng(1)
+    )
+    assert (negatives[0] == 7).all()
+    assert (negatives[1] < 25).all()
+    with pytest.raises(ValueError, match="every item"):
+        sample_negatives(sp.csr_matrix(np.ones((1, 4))), np.array([0]), 1, np.random.default_rng(0))
+
+
+def test_bpr_loss_matches_hand_computation() -> None:
+    positive = torch.tensor([2.0, 0.0])
+    negative = torch.tensor([[1.0, 3.0], [0.0, -1.0]])
+    softplus = lambda x: math.log1p(math.exp(x))  # noqa: E731
+    expected = ((softplus(-1) + softplus(1)) + (softplus(0) + softplus(-1))) / 2
+    assert bpr_loss(positive, negative).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_short_run_learns_and_beats_popularity(data: Interactions) -> None:
+    model = fresh_model(data)
+    result = train(model, data, quick(epochs=8), validator(data))
+    popularity = torch.tensor(data.item_popularity(), dtype=torch.float32).repeat(data.num_users, 1)
+    from cerp_core.metrics import ranking_metrics
+
+    baseline = ranking_metrics(popularity, data.train, data.valid, ks=(20,))["recall@20"]
+    assert result.best_metrics["recall@20"] > 1.5 * baseline
+    assert result.history["bpr_loss"].iloc[-1] < result.history["bpr_loss"].iloc[0]
+    assert list(result.history["epoch"]) == list(range(1, len(result.history) + 1))
+
+
+def test_same_seed_same_result_on_cpu(data: Interactions) -> None:
+    first = train(fresh_model(data), data, quick(), validator(data))
+    second = train(fresh_model(data), data, quick(), validator(data))
+    cols = ["bpr_loss", "recall@20", "ndcg@20"]
+    assert first.history[cols].equals(second.history[cols])
+    third = train(fresh_model(data), data, quick(seed=1), validator(data))
+    assert not first.history["bpr_loss"].equals(third.history["bpr_loss"])
+
+
+def test_interrupted_training_resumes_exactly(data: Interactions, tmp_path: Path) -> None:
+    reference = fresh_model(data)
+    train(reference, data, quick(epochs=4))
+
+    calls = {"n": 0}
+
+    def interrupt_in_epoch_three(model) -> dict[str, float]:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return {"ndcg@20": float(calls["n"])}  # always improving: the last epoch is kept
+
+    checkpoint = tmp_path / "train.pt"
+    interrupted = fresh_model(data)
+    with pytest.raises(KeyboardInterrupt):
+        train(interrupted, data, quick(epochs=4), interrupt_in_epoch_three, checkpoint)
+    resumed = fresh_model(data)
+    calls["n"] = 10
+    result = train(resumed, data, quick(epochs=4), interrupt_in_epoch_three, checkpoint)
+    assert list(result.history["epoch"]) == [1, 2, 3, 4]
+    for name, value in reference.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+
+
+def test_non_finite_loss_is_a_clear_error(data: Interactions) -> None:
+    model = fresh_model(data)
+    with torch.no_grad():
+        model.embedding.weight[0] = float("nan")
+    with pytest.raises(FloatingPointError, match="non-finite in epoch 1"):
+        train(model, data, quick(epochs=1))
+
+
+def test_early_stopping_keeps_the_best_epoch(data: Interactions) -> None:
+    scores = iter([0.1, 0.3, 0.2, 0.2, 0.2, 0.2])
+    result = train(
+        fresh_model(data),
+        data,
+        quick(epochs=6, patience=2),
+        lambda model: {"ndcg@20": next(scores)},
+    )
+    assert result.best_epoch == 2 and result.best_metrics == {"ndcg@20": 0.3}
+    assert len(result.history) == 4  # two validations without progress, then stop
+
+
+@pytest.mark.parametrize("method", ["cerp", "pep", "magprune"])
+def test_prune_then_retrain_respects_every_target(data: Interactions, method: str) -> None:
+    model = fresh_model(data, method, [0.2, 0.1])
+    table = model.embedding
+    pruned = prune(model, data, quick(epochs=2))
+    assert [s.target for s in pruned.snapshots] == sorted(table.targets, reverse=True)
+    assert pruned.steps["num_nonzero"].iloc[0] >= pruned.steps["num_nonzero"].iloc[-1]
+    for snapshot in pruned.snapshots:
+        assert snapshot.num_nonzero <= snapshot.target
+        assert sum(int(m.sum()) for m in snapshot.masks.values()) <= snapshot.target
+        retrain(model, pruned, snapshot, data, quick(epochs=2), validator(data))
+        assert table.num_parameters() <= snapshot.target
+        for name, mask in table.current_masks().items():
+            assert not (mask & ~snapshot.masks[name]).any(), "a pruned entry came back"
