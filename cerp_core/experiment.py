@@ -169,7 +169,9 @@ def run_experiment(
     pruning: PruneResult | None = None
     if isinstance(model.embedding, PrunableEmbedding):
         pruning = prune(model, data, config.train, checkpoint=path("prune"))
-        for budget, snapshot in zip(sorted(config.budgets, reverse=True), pruning.snapshots):
+        for budget, snapshot in zip(
+            sorted(config.budgets, reverse=True), pruning.snapshots, strict=True
+        ):
             result = retrain(
                 model,
                 pruning,
