@@ -1,4 +1,8 @@
-"""Command line: ``python -m cerp_core train ...`` (and ``sweep``, ``notebooks``)."""
+"""Command line: ``python -m cerp_core train|sweep|notebooks ...``.
+
+Bad input (unknown names, budgets outside (0, 1], impossible sizes, malformed data) prints one
+line, ``error: ...``, without a traceback, and exits with status 2.
+"""
 
 from __future__ import annotations
 
@@ -59,13 +63,9 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    import torch
-
     from cerp_core.experiment import ExperimentConfig, run_experiment
     from cerp_core.train import TrainConfig
 
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {args.device}: CUDA is not available on this machine")
     config = ExperimentConfig(
         dataset=args.dataset,
         backbone=args.backbone,
@@ -93,15 +93,55 @@ def _train(args: argparse.Namespace) -> None:
     print(json.dumps({k: record[k] for k in ("method", "num_params", "recall@20", "ndcg@20")}))
 
 
+def _add_sweep_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("sweep", help="run a grid of experiments from a YAML file")
+    parser.add_argument("config", type=Path, help="sweep YAML file (see configs/)")
+    parser.add_argument("--out", type=Path, required=True, help="results folder (resumable)")
+    parser.add_argument("--backend", choices=["local", "ray"], default="local")
+    parser.add_argument("--address", help="Ray cluster address (default: start a local one)")
+    parser.add_argument("--workers", type=_positive_int, default=1, help="local processes")
+
+
+def _sweep(args: argparse.Namespace) -> None:
+    from cerp_core.sweep import sweep_main
+
+    sweep_main(args.config, args.out, args.backend, args.address, args.workers)
+
+
+def _add_notebooks_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("notebooks", help="run the tutorial notebooks with papermill")
+    parser.add_argument("--params", type=Path, help="YAML parameter file (e.g. paper scale)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="folder of executed copies (default: in place without --params, "
+        "runs/notebooks-<params stem> with it)",
+    )
+    parser.add_argument("--only", nargs="+", help="notebook name prefixes, e.g. 01 03")
+
+
+def _notebooks(args: argparse.Namespace) -> None:
+    from cerp_core.notebooks import load_parameters, run_notebooks
+
+    parameters = load_parameters(args.params) if args.params else None
+    out = args.out
+    if out is None and args.params is not None:
+        out = Path("runs") / f"notebooks-{args.params.stem}"
+    for path in run_notebooks(parameters, out, only=args.only):
+        print(f"executed {path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``cerp_core`` argument parser with its sub-commands."""
     parser = argparse.ArgumentParser(prog="python -m cerp_core", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     _add_train_parser(commands)
+    _add_sweep_parser(commands)
+    _add_notebooks_parser(commands)
     return parser
 
 
-COMMANDS = {"train": _train}
+COMMANDS = {"train": _train, "sweep": _sweep, "notebooks": _notebooks}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

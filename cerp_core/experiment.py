@@ -122,6 +122,18 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def resolve_device(name: str) -> torch.device:
+    """``torch.device(name)``, checked against the devices this machine has."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"device {name!r}: {error}") from None
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise ValueError(f"device {name!r}: this machine has {count} CUDA device(s)")
+    return device
+
+
 def build_model(config: ExperimentConfig, data: Interactions) -> Recommender:
     """Seeded construction of the table (sized by the budgets) and the backbone on the device."""
     torch.manual_seed(config.seed)
@@ -130,7 +142,7 @@ def build_model(config: ExperimentConfig, data: Interactions) -> Recommender:
         config.method, data.num_entities, config.dim, budget, **config.embedding_options
     )
     model = make_model(config.backbone, embedding, data, **config.model_options)
-    return model.to(torch.device(config.device))
+    return model.to(resolve_device(config.device))
 
 
 def run_experiment(

@@ -1,0 +1,59 @@
+"""The command line: metrics.json of a real run, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cerp_core.cli import main
+
+REQUIRED = {
+    "dataset", "backbone", "method", "budget", "num_params", "full_params", "memory_bytes",
+    "train_seconds", "eval_seconds",
+}  # fmt: skip
+
+
+def test_train_writes_metrics_json(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code = main(
+        ["train", "--dataset", "synthetic", "--method", "cerp", "--budget", "0.1", "--epochs", "2",
+         "--dim", "16", "--out", str(out), "--no-progress"]
+    )  # fmt: skip
+    assert code == 0
+    record = json.loads((out / "metrics.json").read_text())
+    assert REQUIRED <= record.keys()
+    for k in (5, 10, 20, 50):
+        assert 0.0 <= record[f"recall@{k}"] <= 1.0 and 0.0 <= record[f"ndcg@{k}"] <= 1.0
+        assert f"valid_recall@{k}" in record
+    assert (record["dataset"], record["method"], record["budget"]) == ("synthetic", "cerp", 0.1)
+    assert record["num_params"] <= 0.1 * record["full_params"]
+    assert record["full_params"] == 5000 * 16
+    assert (out / "history.csv").is_file()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--budget", "0"], "budget must be in (0, 1]"),
+        (["--budget", "1.5"], "budget must be in (0, 1]"),
+        (["--method", "nope"], "invalid choice: 'nope'"),
+        (["--dataset", "no-such-data"], "error: 'no-such-data' is neither a known data set"),
+        (["--method", "qr", "--budget", "0.001"], "error: "),
+        (["--device", "cuda:99"], "error: device 'cuda:99': this machine has"),
+        (["--device", "tpu"], "error: device 'tpu': "),
+    ],
+)
+def test_bad_arguments_get_one_line_and_nonzero_exit(
+    tmp_path: Path, arguments: list[str], message: str
+) -> None:
+    command = [sys.executable, "-m", "cerp_core", "train", "--out", str(tmp_path / "x"),
+               "--epochs", "1", "--no-progress", *arguments]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()[-1]) < 400
