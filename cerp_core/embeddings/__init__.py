@@ -1,6 +1,47 @@
-"""Compact embedding tables behind one interface (see ARCHITECTURE.md)."""
+"""Compact embedding tables behind one interface and one budget knob (see ARCHITECTURE.md)."""
 
-from cerp_core.embeddings.base import CompactEmbedding, MemoryReport
+from cerp_core.embeddings.base import CompactEmbedding, DenseEmbedding, MemoryReport, csr_bytes
+from cerp_core.embeddings.budget import (
+    EMBEDDINGS,
+    SUITE_THRESHOLD_INIT,
+    EmbeddingFactory,
+    cerp_bucket_size,
+    make_embedding,
+    max_parameters,
+    qr_remainder_rows,
+    tt_rank,
+)
+from cerp_core.embeddings.cerp import CERPEmbedding, composition_indices, min_bucket_size
 from cerp_core.embeddings.full import FullEmbedding
+from cerp_core.embeddings.hashing import HashEmbedding
+from cerp_core.embeddings.magnitude import MagnitudePrunedEmbedding
+from cerp_core.embeddings.pep import PEPEmbedding
+from cerp_core.embeddings.pruning import PrunableEmbedding, soft_threshold
+from cerp_core.embeddings.qr import QREmbedding
+from cerp_core.embeddings.tt import TTEmbedding
 
-__all__ = ["CompactEmbedding", "FullEmbedding", "MemoryReport"]
+__all__ = [
+    "EMBEDDINGS",
+    "SUITE_THRESHOLD_INIT",
+    "CERPEmbedding",
+    "CompactEmbedding",
+    "DenseEmbedding",
+    "EmbeddingFactory",
+    "FullEmbedding",
+    "HashEmbedding",
+    "MagnitudePrunedEmbedding",
+    "MemoryReport",
+    "PEPEmbedding",
+    "PrunableEmbedding",
+    "QREmbedding",
+    "TTEmbedding",
+    "cerp_bucket_size",
+    "composition_indices",
+    "csr_bytes",
+    "make_embedding",
+    "max_parameters",
+    "min_bucket_size",
+    "qr_remainder_rows",
+    "soft_threshold",
+    "tt_rank",
+]

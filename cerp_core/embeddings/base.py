@@ -1,14 +1,19 @@
-"""The interface every compact embedding table implements."""
+"""The interface every compact embedding table implements, and what the tables share."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 
 FLOAT_BYTES = 4
 INDEX_BYTES = 4
+
+Init = Literal["normal", "xavier_uniform"]
+Combine = Literal["mult", "add", "concat"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,41 @@ class MemoryReport:
     def inference_bytes(self) -> int:
         """The smaller of the two storage formats."""
         return min(self.dense_bytes, self.sparse_bytes)
+
+
+def csr_bytes(rows: int, nnz: int) -> int:
+    """Bytes of a ``rows``-row CSR matrix with ``nnz`` stored values.
+
+    float32 values and int32 column indices for each non-zero, plus ``rows + 1`` int32 row
+    pointers.
+    """
+    return nnz * (FLOAT_BYTES + INDEX_BYTES) + (rows + 1) * INDEX_BYTES
+
+
+def init_table(rows: int, cols: int, init: Init = "normal", std: float = 0.1) -> torch.Tensor:
+    """A freshly initialised ``[rows, cols]`` float32 table (on the CPU; move the module after).
+
+    ``"normal"`` draws N(0, std^2) (LightGCN's choice); ``"xavier_uniform"`` draws
+    U(-a, a) with ``a = sqrt(6 / (rows + cols))`` (the choice of the PEP and CERP code).
+    """
+    if init == "normal":
+        return torch.randn(rows, cols) * std
+    if init == "xavier_uniform":
+        bound = math.sqrt(6.0 / (rows + cols))
+        return torch.empty(rows, cols).uniform_(-bound, bound)
+    raise ValueError(f"init must be 'normal' or 'xavier_uniform', got {init!r}")
+
+
+def compose(first: torch.Tensor, second: torch.Tensor, combine: Combine) -> torch.Tensor:
+    """Combine two ``[n, d]`` blocks of row vectors: element-wise product, sum, or concatenation
+    (``[n, 2d]``, ``first`` on the left)."""
+    if combine == "mult":
+        return first * second
+    if combine == "add":
+        return first + second
+    if combine == "concat":
+        return torch.cat((first, second), dim=-1)
+    raise ValueError(f"combine must be 'mult', 'add' or 'concat', got {combine!r}")
 
 
 class CompactEmbedding(nn.Module):
@@ -67,3 +107,18 @@ class CompactEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"num_entities={self.num_entities}, dim={self.dim}, output_dim={self.output_dim}"
+
+
+class DenseEmbedding(CompactEmbedding):
+    """A table whose stored arrays are all its learnable parameters, kept dense.
+
+    Counting and memory are the same for every unpruned table (full, hash, QR, TT): the
+    stored non-zeros of all parameters, and four bytes for each stored value.
+    """
+
+    def num_parameters(self) -> int:
+        return sum(int(torch.count_nonzero(p)) for p in self.parameters())
+
+    def memory(self) -> MemoryReport:
+        size = sum(p.numel() for p in self.parameters()) * FLOAT_BYTES
+        return MemoryReport(dense_bytes=size, sparse_bytes=size)

@@ -1,0 +1,265 @@
+"""One budget knob for every table: the fraction of the full table's parameters to store."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from numbers import Real
+from typing import Any
+
+import numpy as np
+
+from cerp_core.embeddings.base import CompactEmbedding
+from cerp_core.embeddings.cerp import CERPEmbedding, min_bucket_size
+from cerp_core.embeddings.full import FullEmbedding
+from cerp_core.embeddings.hashing import HashEmbedding
+from cerp_core.embeddings.magnitude import MagnitudePrunedEmbedding
+from cerp_core.embeddings.pep import PEPEmbedding
+from cerp_core.embeddings.qr import QREmbedding
+from cerp_core.embeddings.tt import (
+    TTEmbedding,
+    factor_dim,
+    factor_rows,
+    max_useful_rank,
+    tt_parameters,
+)
+
+Budget = float | Sequence[float]
+Budgets = tuple[float, ...]
+Kwargs = dict[str, Any]
+
+SUITE_THRESHOLD_INIT = -6.0
+"""Raw threshold init that :func:`make_embedding` gives PEP and CERP (the papers use -15 and
+-100; both remain available as the class defaults and through ``threshold_init=``).
+
+Why: a threshold whose task gradient is negligible moves by about the learning rate per Adam
+step, towards 0 when it has weight decay, so the steps until a sparsity ``s`` are roughly
+``(logit(q_s) - threshold_init) / lr`` where ``q_s`` is the ``s``-quantile of ``|w|``; from
+-100 that is ~9e4 steps at lr 1e-3 before anything is pruned. ``sigmoid(-6) = 2.5e-3`` is above
+the ~1e-3 amplitude at which Adam (lr 1e-3) keeps rarely-updated entries oscillating around
+zero, so such entries are caught, and below most initial magnitudes of a CERP table (Xavier
+bound ``sqrt(6 / (b + d))``, 0.03 at ``b = 7000``; about 9% pruned at step 0). A check with
+Adam (lr 1e-3, weight decay 1e-5 on all parameters) on a toy regression loss, batches of 256
+ids, ``N = 5000..20000``, ``d = 32``, budget 0.1, counted the steps to 50% sparsity: CERP
+1280-1350 (-6), 1770 (-7), 2140-2200 (-8), 4240 (-8 without weight decay on thresholds), none
+within 6000 (-15); PEP 8-30 (-6), but it stalled at 30% sparsity within 6000 steps for -8 at
+``N = 5000``. At a few hundred steps per epoch the largest targets are therefore reached
+within a few epochs; smaller targets need the thresholds to travel further (about
+``logit(q_s)`` minus that of the first target, divided by ``lr``).
+"""
+
+BUCKET_FACTOR = 2.0
+"""CERP's two tables hold ``BUCKET_FACTOR`` times the largest target: 50% sparsity there."""
+
+
+def max_parameters(budget: float, num_entities: int, dim: int) -> int:
+    """``floor(budget * N * d)``, with ``budget`` read as the decimal it prints as (so that
+    ``0.29 * 100`` is 29, not 28)."""
+    return math.floor(Fraction(str(budget)) * num_entities * dim)
+
+
+def _round_up(value: Fraction, digits: int = 4) -> float:
+    """``value`` rounded up to ``digits`` significant digits, so a quoted minimum is feasible."""
+    scale = Fraction(10) ** (digits - 1 - math.floor(math.log10(value)))
+    return float(math.ceil(value * scale) / scale)
+
+
+def infeasible(method: str, num_entities: int, dim: int, budget: float, needed: int) -> ValueError:
+    """The error for a budget below what ``method`` can store; names the smallest budget."""
+    return ValueError(
+        f"{method} cannot fit N={num_entities} ids x d={dim} into budget {budget} "
+        f"({max_parameters(budget, num_entities, dim)} parameters): it needs at least {needed}, "
+        f"so the smallest feasible budget is {_round_up(Fraction(needed, num_entities * dim))}"
+    )
+
+
+def qr_remainder_rows(num_entities: int, dim: int, budget: float) -> int:
+    """Largest ``m`` with ``(m + ceil(N / m)) * d <= budget * N * d``."""
+    allowed = max_parameters(budget, num_entities, dim) // dim
+    m = np.arange(1, num_entities + 1, dtype=np.int64)
+    rows = m + (num_entities + m - 1) // m
+    fits = rows <= allowed
+    if not fits.any():
+        raise infeasible("qr", num_entities, dim, budget, int(rows.min()) * dim)
+    return int(m[fits].max())
+
+
+def tt_rank(
+    num_entities: int,
+    dim: int,
+    budget: float,
+    row_factors: Sequence[int],
+    dim_factors: Sequence[int],
+) -> int:
+    """Largest rank ``r <= max_useful_rank`` whose cores fit ``budget * N * d``."""
+    allowed = max_parameters(budget, num_entities, dim)
+    if tt_parameters(row_factors, dim_factors, 1) > allowed:
+        needed = tt_parameters(row_factors, dim_factors, 1)
+        raise infeasible("tt", num_entities, dim, budget, needed)
+    ranks = range(1, max_useful_rank(row_factors, dim_factors) + 1)
+    return max(r for r in ranks if tt_parameters(row_factors, dim_factors, r) <= allowed)
+
+
+def cerp_bucket_size(
+    num_entities: int, dim: int, max_target: int, bucket_factor: float = BUCKET_FACTOR
+) -> int:
+    """``b = max(min_bucket_size(N), ceil(bucket_factor * max_target / (2 d)))``, capped at N."""
+    wanted = math.ceil(bucket_factor * max_target / (2 * dim))
+    return min(num_entities, max(min_bucket_size(num_entities), wanted))
+
+
+def pruning_targets(
+    method: str, num_entities: int, dim: int, budgets: Sequence[float]
+) -> tuple[int, ...]:
+    """``floor(budget_i * N * d)`` for each budget, descending; each must be at least 1."""
+    targets = []
+    for budget in budgets:
+        target = max_parameters(budget, num_entities, dim)
+        if target < 1:
+            raise infeasible(method, num_entities, dim, budget, 1)
+        targets.append(target)
+    return tuple(sorted(set(targets), reverse=True))
+
+
+def _full(n: int, d: int, budgets: Budgets, overrides: Kwargs) -> CompactEmbedding:
+    if budgets[0] != 1.0:
+        raise infeasible("full", n, d, budgets[0], n * d)
+    return FullEmbedding(n, d, **overrides)
+
+
+def _hash(n: int, d: int, budgets: Budgets, overrides: Kwargs) -> CompactEmbedding:
+    rows = max_parameters(budgets[0], n, d) // d
+    if rows < 1:
+        raise infeasible("hash", n, d, budgets[0], d)
+    return HashEmbedding(n, d, **{"num_rows": rows, **overrides})
+
+
+def _qr(n: int, d: int, budgets: Budgets, overrides: Kwargs) -> CompactEmbedding:
+    solved = {"num_remainder_rows": qr_remainder_rows(n, d, budgets[0])}
+    return QREmbedding(n, d, **{**solved, **overrides})
+
+
+def _tt(n: int, d: int, budgets: Budgets, overrides: Kwargs) -> CompactEmbedding:
+    rows = tuple(overrides.pop("row_factors", factor_rows(n)))
+    dims = tuple(overrides.pop("dim_factors", factor_dim(d)))
+    rank = tt_rank(n, d, budgets[0], rows, dims)
+    return TTEmbedding(n, d, **{"rank": rank, **overrides}, row_factors=rows, dim_factors=dims)
+
+
+def _pep(n: int, d: int, budgets: Budgets, overrides: Kwargs) -> CompactEmbedding:
+    solved = {"threshold_init": SUITE_THRESHOLD_INIT}
+    targets = pruning_targets("pep", n, d, budgets)
+    return PEPEmbedding(n, d, targets=targets, **{**solved, **overrides})
+
+
+def _magprune(n: int, d: int, budgets: Budgets, overrides: Kwargs) -> CompactEmbedding:
+    targets = pruning_targets("magprune", n, d, budgets)
+    return MagnitudePrunedEmbedding(n, d, targets=targets, **overrides)
+
+
+def _cerp(n: int, d: int, budgets: Budgets, overrides: Kwargs) -> CompactEmbedding:
+    targets = pruning_targets("cerp", n, d, budgets)
+    bucket_factor = overrides.pop("bucket_factor", BUCKET_FACTOR)
+    solved = {
+        "bucket_size": cerp_bucket_size(n, d, targets[0], bucket_factor),
+        "threshold_init": SUITE_THRESHOLD_INIT,
+    }
+    return CERPEmbedding(n, d, targets=targets, **{**solved, **overrides})
+
+
+def _cerp_noreg(n: int, d: int, budgets: Budgets, overrides: Kwargs) -> CompactEmbedding:
+    return _cerp(n, d, budgets, {"regularizer_weight": 0.0, **overrides})
+
+
+@dataclass(frozen=True)
+class EmbeddingFactory:
+    """Builds one method's table from a budget: ``EMBEDDINGS[name](N, d, budget, **overrides)``.
+
+    ``prunable`` methods accept a sequence of budgets (one pruning run, one target each); the
+    others accept one budget (a float or a one-element sequence).
+    """
+
+    name: str
+    build: Callable[[int, int, Budgets, Kwargs], CompactEmbedding]
+    prunable: bool
+
+    def __call__(
+        self, num_entities: int, dim: int, budget: Budget, **overrides: Any
+    ) -> CompactEmbedding:
+        if isinstance(budget, Real):
+            budgets = (budget,)
+        elif isinstance(budget, Sequence) and not isinstance(budget, str):
+            budgets = tuple(budget)
+        else:
+            budgets = ()
+        numbers = all(isinstance(b, Real) and not isinstance(b, bool) for b in budgets)
+        if not budgets or not numbers or not all(0 < b <= 1 for b in budgets):
+            raise ValueError(
+                f"budget must be a number in (0, 1] or a sequence of them, got {budget!r}"
+            )
+        if len(budgets) > 1 and not self.prunable:
+            raise ValueError(f"{self.name} builds one table per budget; got {len(budgets)} budgets")
+        table = self.build(num_entities, dim, tuple(float(b) for b in budgets), dict(overrides))
+        stored = sum(p.numel() for p in table.parameters())
+        allowed = max_parameters(budgets[0], num_entities, dim)
+        if not self.prunable and stored > allowed:
+            raise ValueError(f"{self.name} with {overrides} stores {stored} > {allowed} parameters")
+        return table
+
+
+EMBEDDINGS: dict[str, EmbeddingFactory] = {
+    factory.name: factory
+    for factory in (
+        EmbeddingFactory("full", _full, prunable=False),
+        EmbeddingFactory("hash", _hash, prunable=False),
+        EmbeddingFactory("qr", _qr, prunable=False),
+        EmbeddingFactory("tt", _tt, prunable=False),
+        EmbeddingFactory("pep", _pep, prunable=True),
+        EmbeddingFactory("magprune", _magprune, prunable=True),
+        EmbeddingFactory("cerp", _cerp, prunable=True),
+        EmbeddingFactory("cerp-noreg", _cerp_noreg, prunable=True),
+    )
+}
+
+
+def make_embedding(
+    method: str, num_entities: int, dim: int, budget: Budget, **overrides: Any
+) -> CompactEmbedding:
+    """Build the table of ``method`` that stores at most ``budget * N * d`` parameters.
+
+    ``budget`` is the fraction of the full table's ``N * d`` parameters that may be stored,
+    ``0 < budget <= 1`` (read as a decimal: ``floor(budget * N * d)`` parameters). Each method
+    solves for its own size:
+
+    - ``full``: only ``budget = 1.0``.
+    - ``hash``: ``floor(budget * N)`` rows.
+    - ``qr``: the largest remainder-table size ``m`` with ``(m + ceil(N / m)) * d`` within the
+      budget (each table ``d`` wide; ``combine="concat"`` gives ``2d``-wide vectors). Needs at
+      least ``ceil(2 sqrt(N)) * d`` parameters.
+    - ``tt``: three cores, ``N`` and ``d`` split into near-equal factors
+      (:func:`~cerp_core.embeddings.tt.factor_rows`, :func:`~cerp_core.embeddings.tt.factor_dim`),
+      the largest rank (at most the useful maximum ``min(n1 d1, n3 d3)``) within the budget.
+      Needs at least the rank-1 cores.
+    - ``pep``, ``magprune``: one target ``floor(budget_i * N * d)`` per budget.
+    - ``cerp``, ``cerp-noreg``: targets likewise; bucket size
+      ``b = max(ceil(sqrt(N)), ceil(bucket_factor * max_target / (2 d)))`` capped at ``N``, so the
+      two tables hold ``bucket_factor`` (default 2: 50% sparsity) times the largest target, or
+      more where unique pairs need ``b >= sqrt(N)``. ``cerp-noreg`` sets
+      ``regularizer_weight=0``.
+
+    Pruning methods accept a sequence of budgets (one pruning run, one target each) and, like
+    the others, guarantee the budget for the *stored* non-zeros after pruning
+    (``num_parameters() <= target``); before pruning their tables may be larger. PEP and CERP get
+    ``threshold_init=SUITE_THRESHOLD_INIT`` (-6) instead of the papers' -15 / -100, see
+    :data:`SUITE_THRESHOLD_INIT`.
+
+    ``overrides`` go to the constructor and win over solved values (e.g. ``bucket_size=1000``,
+    ``threshold_init=-100.0``, ``combine="concat"``); ``bucket_factor`` (CERP) and
+    ``row_factors``/``dim_factors`` (TT) steer the solver. Impossible sizes raise
+    :class:`ValueError` naming the smallest feasible budget.
+    """
+    if method not in EMBEDDINGS:
+        raise ValueError(f"unknown method {method!r}; choose from {sorted(EMBEDDINGS)}")
+    return EMBEDDINGS[method](num_entities, dim, budget, **overrides)

@@ -1,0 +1,160 @@
+"""The budget solver: every method within ``budget * N * d`` or a ValueError naming the minimum."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import torch
+
+from cerp_core.embeddings import (
+    EMBEDDINGS,
+    SUITE_THRESHOLD_INIT,
+    CERPEmbedding,
+    HashEmbedding,
+    PrunableEmbedding,
+    QREmbedding,
+    TTEmbedding,
+    cerp_bucket_size,
+    make_embedding,
+    max_parameters,
+    min_bucket_size,
+    qr_remainder_rows,
+)
+from cerp_core.embeddings.budget import pruning_targets
+
+NUM_ENTITIES = (100, 1000, 70839)
+DIMS = (16, 64, 128)
+BUDGETS = (1.0, 0.5, 0.1, 0.05, 0.02, 0.01)
+UNPRUNED = ("full", "hash", "qr", "tt")
+PRUNED = ("pep", "magprune", "cerp", "cerp-noreg")
+
+
+def fits(params: int, budget: float, n: int, d: int) -> bool:
+    return params <= budget * n * d * (1 + 1e-12)
+
+
+def test_registry_names_every_method():
+    assert set(EMBEDDINGS) == set(UNPRUNED + PRUNED)
+    assert all(EMBEDDINGS[name].prunable == (name in PRUNED) for name in EMBEDDINGS)
+
+
+def test_max_parameters_reads_budget_as_a_decimal():
+    assert max_parameters(0.29, 100, 1) == 29  # 0.29 * 100 == 28.999999999999996 in floats
+    assert max_parameters(0.05, 70839, 128) == 453369
+
+
+@pytest.mark.parametrize("method", UNPRUNED)
+@pytest.mark.parametrize("n", NUM_ENTITIES)
+@pytest.mark.parametrize("d", DIMS)
+def test_unpruned_tables_fit_or_name_the_smallest_budget(method, n, d):
+    for budget in BUDGETS:
+        try:
+            table = make_embedding(method, n, d, budget)
+        except ValueError as error:
+            found = re.search(
+                r"needs at least (\d+), so the smallest feasible budget is (\S+)$", str(error)
+            )
+            assert found, str(error)
+            needed, smallest = int(found[1]), float(found[2])
+            assert needed > max_parameters(budget, n, d)
+            assert budget < needed / (n * d) <= smallest
+            # the quoted minimum is feasible and one parameter fewer is not
+            assert fits(make_embedding(method, n, d, smallest).num_parameters(), smallest, n, d)
+            with pytest.raises(ValueError):
+                make_embedding(method, n, d, (needed - 1) / (n * d))
+            continue
+        stored = sum(p.numel() for p in table.parameters())
+        assert fits(stored, budget, n, d)
+        assert table.num_parameters() <= stored
+        assert table.memory().dense_bytes == 4 * stored
+        assert table.full_parameters == n * d
+        ids = torch.tensor([0, n - 1])
+        assert table(ids).shape == (2, table.output_dim)
+
+
+@pytest.mark.parametrize("n", NUM_ENTITIES)
+@pytest.mark.parametrize("d", DIMS)
+def test_pruning_targets_and_cerp_bucket_size_fit(n, d):
+    targets = pruning_targets("cerp", n, d, BUDGETS)
+    assert list(targets) == sorted(targets, reverse=True)
+    assert targets == tuple(max_parameters(b, n, d) for b in BUDGETS)
+    assert all(fits(t, b, n, d) for t, b in zip(targets, BUDGETS, strict=True))
+    for budget in BUDGETS:
+        target = max_parameters(budget, n, d)
+        b = cerp_bucket_size(n, d, target)
+        assert math.ceil(n / b) <= b <= n
+        assert 2 * b * d >= min(2.0 * target, 2 * n * d)
+        assert b == min_bucket_size(n) or b == n or 2 * (b - 1) * d < 2.0 * target
+
+
+@pytest.mark.parametrize("method", PRUNED)
+@pytest.mark.parametrize("n", (100, 1000))
+@pytest.mark.parametrize("d", (16, 64))
+def test_one_pruning_run_serves_every_budget(method, n, d):
+    torch.manual_seed(0)
+    table = make_embedding(method, n, d, BUDGETS)
+    assert isinstance(table, PrunableEmbedding)
+    assert table.targets == tuple(max_parameters(b, n, d) for b in BUDGETS)
+    masks = {target: table.magnitude_masks(target) for target in table.targets}
+    for budget, target in zip(BUDGETS, table.targets, strict=True):
+        table.rewind(masks[target])
+        assert fits(table.num_parameters(), budget, n, d)
+
+
+def test_cerp_bucket_rule_by_hand():
+    # Gowalla, d = 128, budget 0.05: target 453,369; b = ceil(2 * 453369 / 256) = 3542
+    table = make_embedding("cerp", 70839, 128, [0.05, 0.01])
+    assert isinstance(table, CERPEmbedding)
+    assert table.bucket_size == 3542 and table.targets == (453369, 90673)
+    assert torch.all(table.P_threshold == SUITE_THRESHOLD_INIT)
+    # a tiny budget falls back on the smallest bucket size with unique pairs
+    assert cerp_bucket_size(70839, 128, max_parameters(0.001, 70839, 128)) == 267
+    assert make_embedding("cerp", 100, 4, 0.5, bucket_factor=1.0).bucket_size == 25
+    assert make_embedding("cerp", 100, 4, 1.0).bucket_size == 100  # capped at N
+
+
+def test_overrides_reach_the_constructor():
+    paper = make_embedding("cerp", 70839, 8, 0.05, bucket_size=1000, threshold_init=-100.0)
+    assert paper.bucket_size == 1000 and torch.all(paper.Q_threshold == -100.0)
+    concat = make_embedding("cerp", 1000, 8, 0.05, combine="concat")
+    assert concat.output_dim == 16
+    assert make_embedding("cerp", 1000, 8, 0.05).regularizer_weight == 1.0
+    assert make_embedding("cerp-noreg", 1000, 8, 0.05).regularizer_weight == 0.0
+    pep = make_embedding("pep", 1000, 8, [0.1, 0.05], threshold="global")
+    assert pep.weight_threshold.shape == (1, 1) and pep.weight_threshold.item() == -6.0
+    qr = make_embedding("qr", 1000, 8, 0.5, combine="concat")
+    assert isinstance(qr, QREmbedding) and qr.output_dim == 16
+    tt = make_embedding("tt", 1000, 8, 0.1, row_factors=(20, 10, 5))
+    assert isinstance(tt, TTEmbedding) and tt.row_factors == (20, 10, 5)
+    assert isinstance(make_embedding("hash", 1000, 8, [0.1], seed=3), HashEmbedding)
+    with pytest.raises(ValueError, match="stores"):
+        make_embedding("hash", 1000, 8, 0.1, num_rows=500)
+
+
+def test_solver_rules_by_hand():
+    # QR: largest m with m + ceil(N / m) <= 0.1 * 1000 = 100 rows: m = 88 (88 + 12 = 100)
+    assert qr_remainder_rows(1000, 16, 0.1) == 88
+    assert make_embedding("hash", 1000, 16, 0.1).num_rows == 100
+    # TT, N = 1000 -> (10, 10, 10), d = 16 -> (2, 2, 4): r (20 + 40) + 20 r^2 <= 1600 -> r = 7
+    assert make_embedding("tt", 1000, 16, 0.1).rank == 7
+
+
+@pytest.mark.parametrize(
+    "budget", [0.0, -0.1, 1.5, float("nan"), [], [0.1, 2.0], "0.1", None, True]
+)
+def test_invalid_budgets_are_rejected(budget):
+    with pytest.raises(ValueError, match="budget"):
+        make_embedding("cerp", 100, 4, budget)
+
+
+def test_other_rejections():
+    with pytest.raises(ValueError, match="unknown method"):
+        make_embedding("dhe", 100, 4, 0.1)
+    with pytest.raises(ValueError, match="one table per budget"):
+        make_embedding("hash", 100, 4, [0.5, 0.1])
+    with pytest.raises(ValueError, match="smallest feasible budget is 1.0"):
+        make_embedding("full", 100, 4, 0.5)
+    with pytest.raises(ValueError, match="smallest feasible budget is 0.0025"):
+        make_embedding("pep", 100, 4, [0.1, 0.001])  # 0.4 parameters < 1
