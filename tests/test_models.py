@@ -1,0 +1,234 @@
+"""Backbones: shapes, scoring paths that must agree, LightGCN's graph, the MLP's normalisation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from cerp_core.data import Interactions
+from cerp_core.embeddings import FullEmbedding
+from cerp_core.models import (
+    MF,
+    MODELS,
+    NCFMLP,
+    PAPER_HIDDEN,
+    LightGCN,
+    Recommender,
+    make_model,
+    normalized_adjacency,
+)
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+NUM_USERS, NUM_ITEMS, DIM = 4, 6, 8
+TRAIN = sp.csr_matrix(
+    np.array(
+        [
+            [1, 0, 1, 0, 0, 0],
+            [0, 1, 1, 0, 0, 1],
+            [1, 0, 0, 1, 0, 0],
+            [0, 0, 0, 0, 1, 0],
+        ],
+        dtype=np.float32,
+    )
+)
+USERS = torch.tensor([0, 2, 3])
+ITEMS = torch.tensor([[0, 1], [5, 2], [4, 4]])
+
+
+def build(name: str, device: str, **kwargs) -> Recommender:
+    torch.manual_seed(0)
+    embedding = FullEmbedding(NUM_USERS + NUM_ITEMS, DIM).to(device)
+    return make_model(name, embedding, TRAIN, **kwargs)
+
+
+def warm_up_batchnorm(model: Recommender, device: str) -> None:
+    """One training-mode pass so that BatchNorm's running statistics are not the identity."""
+    model.train()
+    model(USERS.to(device), ITEMS.to(device))
+    model.eval()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_shapes(name: str, device: str) -> None:
+    model = build(name, device)
+    users, items = USERS.to(device), ITEMS.to(device)
+    assert model(users, items).shape == (3, 2)
+    assert model.score_users(users).shape == (3, NUM_ITEMS)
+    ids = torch.cat([users, items.reshape(-1) + NUM_USERS])
+    expected = model.embedding.weight[ids]  # users once per row, then the items: layer 0
+    torch.testing.assert_close(model.regularization_embeddings(users, items), expected)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_score_users_equals_forward_on_all_items(name: str, device: str) -> None:
+    model = build(name, device)
+    warm_up_batchnorm(model, device)
+    users = torch.arange(NUM_USERS, device=device)
+    all_items = torch.arange(NUM_ITEMS, device=device).expand(NUM_USERS, -1)
+    with torch.no_grad():
+        expected = model(users, all_items)
+        torch.testing.assert_close(model.score_users(users), expected)
+
+
+def test_mlp_scorer_chunks_agree() -> None:
+    model = build("mlp", "cpu", hidden=(16, 8, 4))
+    warm_up_batchnorm(model, "cpu")
+    users = torch.arange(NUM_USERS)
+    with torch.no_grad():
+        whole = model.score_users(users)
+        model.chunk_elements = 1  # one user per chunk
+        torch.testing.assert_close(model.score_users(users), whole)
+        assert model.score_users(users[:0]).shape == (0, NUM_ITEMS)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_gradients_reach_the_embedding(name: str, device: str) -> None:
+    model = build(name, device)
+    model(USERS.to(device), ITEMS.to(device)).sum().backward()
+    grad = model.embedding.weight.grad
+    assert grad is not None and torch.isfinite(grad).all()
+    assert grad[0].abs().sum() > 0  # a batch user
+    assert grad[NUM_USERS + 4].abs().sum() > 0  # a batch item
+
+
+def test_lightgcn_gradients_reach_graph_neighbours() -> None:
+    # User 1 is not in the batch, but it shares item 2 with user 0 and so feeds user 0's score.
+    model = build("lightgcn", "cpu", num_layers=2)
+    model(torch.tensor([0]), torch.tensor([[0]])).sum().backward()
+    assert model.embedding.weight.grad[1].abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_entity_count_mismatch_raises(name: str) -> None:
+    embedding = FullEmbedding(NUM_USERS + NUM_ITEMS + 1, DIM)
+    with pytest.raises(ValueError, match="entities"):
+        make_model(name, embedding, TRAIN)
+
+
+def test_make_model_errors_and_counts() -> None:
+    embedding = FullEmbedding(NUM_USERS + NUM_ITEMS, DIM)
+    with pytest.raises(ValueError, match="unknown model"):
+        make_model("gru", embedding, TRAIN)
+    with pytest.raises(TypeError, match="training interactions"):
+        make_model("lightgcn", embedding, (NUM_USERS, NUM_ITEMS))
+    with pytest.raises(ValueError, match="shape"):
+        LightGCN(embedding, NUM_USERS, NUM_ITEMS, TRAIN[:, :5])
+    assert isinstance(make_model("mf", embedding, (NUM_USERS, NUM_ITEMS)), MF)
+    empty = sp.csr_matrix(TRAIN.shape, dtype=np.float32)
+    data = Interactions("tiny", NUM_USERS, NUM_ITEMS, TRAIN, empty, empty)
+    from_data = make_model("lightgcn", embedding, data)
+    torch.testing.assert_close(
+        from_data.adjacency.to_dense(),
+        make_model("lightgcn", embedding, TRAIN).adjacency.to_dense(),
+    )
+    assert make_model("mlp", embedding, TRAIN, hidden=(4,)).mlp[0].out_features == 4
+
+
+def test_normalized_adjacency_by_hand() -> None:
+    # 2 users x 3 items: u0-i0, u0-i1, u1-i1, u1-i2 (stored with a rating value and a duplicate,
+    # which must still count as one edge). Degrees: u0 2, u1 2, i0 1, i1 2, i2 1.
+    rows, cols = np.array([0, 0, 1, 1, 1]), np.array([0, 1, 1, 2, 2])
+    train = sp.csr_matrix((np.array([5.0, 1.0, 1.0, 3.0, 1.0]), (rows, cols)), shape=(2, 3))
+    a, b = 1 / math.sqrt(2 * 1), 1 / math.sqrt(2 * 2)
+    expected = np.array(
+        [
+            [0, 0, a, b, 0],
+            [0, 0, 0, b, a],
+            [a, 0, 0, 0, 0],
+            [b, b, 0, 0, 0],
+            [0, a, 0, 0, 0],
+        ]
+    )
+    np.testing.assert_allclose(normalized_adjacency(train).toarray(), expected, rtol=1e-6)
+    model = LightGCN(FullEmbedding(5, DIM), 2, 3, train)
+    np.testing.assert_allclose(model.adjacency.to_dense().numpy(), expected, rtol=1e-6)
+    assert "adjacency" not in model.state_dict()
+
+
+def test_isolated_nodes_get_zero_rows() -> None:
+    train = sp.csr_matrix(np.array([[1, 0], [0, 0]], dtype=np.float32))
+    adjacency = normalized_adjacency(train).toarray()
+    np.testing.assert_array_equal(adjacency, [[0, 0, 1, 0], [0, 0, 0, 0], [1, 0, 0, 0], [0] * 4])
+
+
+def test_lightgcn_propagation_by_hand() -> None:
+    """Mean of layers 0..2 over the training graph only, against dense matrix algebra."""
+    model = build("lightgcn", "cpu", num_layers=2)
+    table = model.embedding.weight.detach().double()
+    adjacency = torch.from_numpy(normalized_adjacency(TRAIN).toarray()).double()
+    final = (table + adjacency @ table + adjacency @ adjacency @ table) / 3
+    expected = final[:NUM_USERS] @ final[NUM_USERS:].T
+    with torch.no_grad():
+        scores = model.score_users(torch.arange(NUM_USERS)).double()
+    torch.testing.assert_close(scores, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_lightgcn_without_layers_is_mf(device: str) -> None:
+    lightgcn = build("lightgcn", device, num_layers=0)
+    mf = MF(lightgcn.embedding, NUM_USERS, NUM_ITEMS)
+    users, items = USERS.to(device), ITEMS.to(device)
+    torch.testing.assert_close(lightgcn(users, items), mf(users, items))
+    torch.testing.assert_close(lightgcn.score_users(users), mf.score_users(users))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_lightgcn_propagates_once_per_call(device: str) -> None:
+    model = build("lightgcn", "cpu").to(device)  # the graph moves with the module
+    assert model.adjacency.device.type == device
+    calls = []
+    model.embedding.register_forward_hook(lambda module, args, out: calls.append(len(args[0])))
+    model(USERS.to(device), ITEMS.to(device))
+    assert calls == [NUM_USERS + NUM_ITEMS]
+    score = model.scorer()
+    score(USERS.to(device))
+    score(USERS.to(device))
+    assert calls == [NUM_USERS + NUM_ITEMS] * 2
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_mlp_input_normalisation(device: str) -> None:
+    """The tower sees ``[e_u ; e_i] / nnz([e_u ; e_i])``; an all-zero pair stays finite (0)."""
+    model = build("mlp", device)
+    with torch.no_grad():
+        model.embedding.weight[1] = 0.0  # user 1
+        model.embedding.weight[NUM_USERS + 3] = 0.0  # item 3
+        model.embedding.weight[0, : DIM // 2] = 0.0  # half of user 0
+        model.embedding.weight[NUM_USERS + 2, 1:] = 0.0  # all but one entry of item 2
+    inputs = []
+    model.mlp.register_forward_pre_hook(lambda module, args: inputs.append(args[0]))
+    users = torch.tensor([1, 0, 1], device=device)
+    items = torch.tensor([[3], [3], [2]], device=device)
+    scores = model(users, items)
+    weight = model.embedding.weight.detach()
+    expected = torch.stack(
+        [
+            torch.zeros(2 * DIM, device=device),
+            torch.cat([weight[0], weight[NUM_USERS + 3]]) / (DIM // 2),
+            torch.cat([weight[1], weight[NUM_USERS + 2]]) / 1,
+        ]
+    )
+    torch.testing.assert_close(inputs[0], expected)
+    assert torch.isfinite(scores).all()
+    model.eval()
+    assert torch.isfinite(model.score_users(users)).all()
+
+
+def test_mlp_layers_follow_the_paper() -> None:
+    embedding = FullEmbedding(NUM_USERS + NUM_ITEMS, 128)
+    model = NCFMLP(embedding, NUM_USERS, NUM_ITEMS, hidden=PAPER_HIDDEN)
+    linears = [m for m in model.mlp if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [
+        (256, 512),
+        (512, 1024),
+        (1024, 2048),
+        (2048, 1),
+    ]
+    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in model.mlp) == 3
