@@ -16,6 +16,7 @@ from typing import Any
 
 from cerp_core.embeddings import EMBEDDINGS
 from cerp_core.models import MODELS
+from cerp_core.train import TrainConfig
 
 
 def write_json(path: Path, payload: Any) -> None:
@@ -48,15 +49,17 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--budget", type=_budget, default=0.1, help="stored share of the full table"
     )
-    parser.add_argument("--epochs", type=_positive_int, default=30, help="bound of each stage")
+    parser.add_argument(
+        "--epochs", type=_positive_int, default=TrainConfig.epochs, help="bound of each stage"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--data-root", help="root of real data sets (default $CERP_DATA_DIR)")
     parser.add_argument("--dim", type=_positive_int, default=64)
-    parser.add_argument("--batch-size", type=_positive_int, default=2048)
-    parser.add_argument("--num-negatives", type=_positive_int, default=1)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--batch-size", type=_positive_int, default=TrainConfig.batch_size)
+    parser.add_argument("--num-negatives", type=_positive_int, default=TrainConfig.num_negatives)
+    parser.add_argument("--lr", type=float, default=TrainConfig.lr)
     parser.add_argument("--protocol", choices=["validation", "paper"], default="validation")
     parser.add_argument("--valid-fraction", type=float, default=0.1)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -64,7 +67,6 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     from cerp_core.experiment import ExperimentConfig, run_experiment
-    from cerp_core.train import TrainConfig
 
     config = ExperimentConfig(
         dataset=args.dataset,
