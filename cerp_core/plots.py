@@ -1,0 +1,751 @@
+"""Every figure of the tutorial notebooks, and the small tables the figures are drawn from.
+
+Each ``plot_*`` function takes arrays or DataFrames and returns a matplotlib ``Figure`` with
+labelled axes (units in brackets), a legend where several series share an axis, seaborn's
+colour-blind-safe palette, and markers / line styles that also tell series apart in grey-scale
+print. :func:`save_figure` writes a PNG (150 dpi) and a vector PDF of a figure.
+
+The helpers :func:`entity_sizes`, :func:`threshold_values` and :func:`complementarity` read a
+trained table and return exactly what the matching figure draws.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+from matplotlib.axes import Axes
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import EngFormatter, FuncFormatter
+
+from cerp_core.embeddings.cerp import CERPEmbedding, composition_indices
+from cerp_core.embeddings.pruning import PrunableEmbedding
+
+PALETTE = "colorblind"
+METHOD_ORDER = ("full", "hash", "qr", "tt", "pep", "magprune", "cerp-noreg", "cerp")
+METHOD_LABELS = {
+    "full": "Full table",
+    "hash": "Hashing",
+    "qr": "QR trick",
+    "tt": "TT-Rec",
+    "pep": "PEP",
+    "magprune": "Magnitude pruning",
+    "cerp-noreg": "CERP w/o regularizer",
+    "cerp": "CERP",
+}
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1)), (0, (1, 1)), "-")
+KIND_ORDER = ("user", "item")
+PROTOCOL_LABELS = {"validation": "validation split (suite)", "paper": "test-set selection (paper)"}
+METRIC_LABELS = {
+    "recall@20": "Recall@20",
+    "ndcg@20": "NDCG@20",
+    "recall@10": "Recall@10",
+    "ndcg@10": "NDCG@10",
+}
+
+ArrayLike = np.ndarray | torch.Tensor | Sequence[float]
+
+
+def use_style() -> None:
+    """The notebooks' look: white grid, colour-blind palette, print-sized fonts."""
+    sns.set_theme(context="notebook", style="whitegrid", palette=PALETTE, font_scale=0.9)
+    plt.rcParams.update({"figure.dpi": 100, "savefig.bbox": "tight", "pdf.fonttype": 42})
+
+
+def method_style(method: str) -> dict[str, Any]:
+    """Fixed colour, marker and line style of a method, the same in every figure (CERP in the
+    palette's strongest blue, its ablation in light blue)."""
+    colours = sns.color_palette(PALETTE, 10)
+    slot = {"full": 7, "hash": 1, "qr": 2, "tt": 3, "pep": 4, "magprune": 5, "cerp-noreg": 9}
+    index = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER) - 1
+    return {
+        "color": colours[slot.get(method, 0)],
+        "marker": MARKERS[index],
+        "linestyle": LINESTYLES[index],
+        "label": METHOD_LABELS.get(method, method),
+    }
+
+
+def save_figure(
+    fig: Figure,
+    name: str,
+    folder: str | Path = "../figures",
+    formats: Sequence[str] = ("png", "pdf"),
+    dpi: int = 150,
+) -> list[Path]:
+    """Write ``folder/name.png`` and ``folder/name.pdf`` (created if missing); return the paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in formats:
+        path = folder / f"{name}.{fmt}"
+        metadata = {"CreationDate": None} if fmt == "pdf" else {"Software": None}
+        fig.savefig(path, dpi=dpi, bbox_inches="tight", metadata=metadata)
+        paths.append(path)
+    return paths
+
+
+def _numpy(values: ArrayLike) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        return values.detach().cpu().numpy()
+    return np.asarray(values)
+
+
+def _log_x_axis(ax: Axes) -> None:
+    """Log x axis with plain numbers (``50``, ``100 k``) instead of powers of ten."""
+    ax.set_xscale("log")
+    plain = EngFormatter(sep=" ")
+    ax.xaxis.set_major_formatter(plain)
+    low, high = ax.get_xlim()
+    if high / max(low, 1e-12) < 30:  # under ~1.5 decades: also label 2x, 3x and 5x minor ticks
+
+        def minor(x: float, pos: int | None = None) -> str:
+            mantissa = x / 10 ** math.floor(math.log10(x)) if x > 0 else 0
+            return plain(x, pos) if round(mantissa, 6) in (2.0, 3.0, 5.0) else ""
+
+        ax.xaxis.set_minor_formatter(FuncFormatter(minor))
+
+
+def _metric_label(metric: str) -> str:
+    return METRIC_LABELS.get(metric, metric)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def plot_popularity(item_popularity: ArrayLike, head_share: float = 0.2) -> Figure:
+    """Long tail of item popularity: rank-frequency on log-log axes, and the cumulative share
+    of interactions held by the most popular items (the head ``head_share`` marked)."""
+    counts = np.sort(_numpy(item_popularity).astype(float))[::-1]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    ranks = np.arange(1, len(counts) + 1)
+    positive = counts > 0
+    left.loglog(ranks[positive], counts[positive], marker=".", linestyle="none", markersize=3)
+    left.set(
+        xlabel="Item rank (1 = most popular)",
+        ylabel="Training interactions (count)",
+        title="Rank-frequency (log-log)",
+    )
+    share_items = ranks / len(counts) * 100
+    share_interactions = np.cumsum(counts) / max(counts.sum(), 1) * 100
+    right.plot(share_items, share_interactions, label="items by popularity")
+    right.plot([0, 100], [0, 100], linestyle="--", color="grey", label="uniform popularity")
+    head = int(math.ceil(head_share * len(counts)))
+    held = share_interactions[head - 1] if head else 0.0
+    right.axvline(head_share * 100, color="grey", linestyle=":", linewidth=1)
+    right.annotate(
+        f"top {head_share:.0%} of items:\n{held:.0f}% of interactions",
+        (head_share * 100, held),
+        xytext=(35, 30),
+        textcoords="data",
+        arrowprops={"arrowstyle": "->", "color": "grey"},
+    )
+    right.set(
+        xlabel="Most popular items (% of catalogue)",
+        ylabel="Training interactions (% of total)",
+        title="Concentration",
+        xlim=(0, 100),
+        ylim=(0, 100),
+    )
+    right.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_user_activity(
+    user_activity: ArrayLike, item_popularity: ArrayLike | None = None
+) -> Figure:
+    """Histogram of training interactions per user (log-spaced bins), with the median marked;
+    items per popularity as a second series when given."""
+    series = {"users": _numpy(user_activity)}
+    if item_popularity is not None:
+        series["items"] = _numpy(item_popularity)
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    top = max(max(int(v.max(initial=1)), 1) for v in series.values())
+    bins = np.unique(np.logspace(0, math.log10(top + 1), 30).round())
+    colours = sns.color_palette(PALETTE, len(series))
+    for (name, values), colour, hatch in zip(series.items(), colours, ("", "//"), strict=False):
+        ax.hist(
+            values[values > 0],
+            bins=bins,
+            color=colour,
+            alpha=0.6,
+            hatch=hatch,
+            label=f"{name} (median {np.median(values):.0f})",
+        )
+        ax.axvline(np.median(values), color=colour, linestyle="--", linewidth=1.2)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set(
+        xlabel="Training interactions per user / item (count, log scale)",
+        ylabel="Users / items (count)",
+        title="Activity distribution",
+    )
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_split_sizes(statistics: pd.DataFrame) -> Figure:
+    """Interactions in train / valid / test per data set (one row of ``statistics`` each)."""
+    splits = [s for s in ("train", "valid", "test") if s in statistics.columns]
+    frame = (
+        statistics[splits]
+        .reset_index()
+        .melt(id_vars=statistics.index.name or "index", var_name="split", value_name="interactions")
+    )
+    fig, ax = plt.subplots(figsize=(5, 3))
+    sns.barplot(
+        frame,
+        x="split",
+        y="interactions",
+        hue=statistics.index.name or "index",
+        palette=PALETTE,
+        ax=ax,
+    )
+    ax.set(xlabel="Split", ylabel="Interactions (count)", title="Split sizes")
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- CERP mechanics
+
+
+def plot_composition_grid(num_users: int, num_items: int, bucket_size: int) -> Figure:
+    """Where every entity sits in CERP's two meta tables: cell (row of Q, row of P).
+
+    Entities in the same grid row share a row of P; in the same column, a row of Q. No cell
+    holds two entities iff ``ceil(N / b) <= b``. Ids are written in the cells for small grids.
+    """
+    num_entities = num_users + num_items
+    ids = torch.arange(num_entities)
+    rows_p, rows_q = (r.numpy() for r in composition_indices(ids, num_entities, bucket_size))
+    per_row = math.ceil(num_entities / bucket_size)
+    grid = np.zeros((bucket_size, max(per_row, int(rows_q.max()) + 1)))
+    grid[rows_p, rows_q] = np.where(ids.numpy() < num_users, 1, 2)
+    colours = sns.color_palette(PALETTE, 3)
+    cmap = ListedColormap([(1, 1, 1), colours[0], colours[1]])
+    fig, ax = plt.subplots(figsize=(1.2 + 0.45 * grid.shape[1], 1.0 + 0.32 * bucket_size))
+    ax.imshow(grid, cmap=cmap, vmin=0, vmax=2, aspect="auto")
+    if num_entities <= 400:
+        for entity, (p, q) in enumerate(zip(rows_p, rows_q, strict=False)):
+            ax.text(
+                q,
+                p,
+                str(entity),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if entity < num_users else "black",
+            )
+    ax.set_xticks(range(grid.shape[1]))
+    ax.set_yticks(range(bucket_size))
+    ax.grid(False)
+    ax.set(
+        xlabel="Row of Q  (entity div ceil(N / b))",
+        ylabel="Row of P  (entity mod b)",
+        title=f"N = {num_entities} entities, b = {bucket_size}",
+    )
+    ax.legend(
+        handles=[
+            Patch(color=colours[0], label="user"),
+            Patch(color=colours[1], label="item"),
+            Patch(facecolor="white", edgecolor="grey", label="unused pair"),
+        ],
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+    )
+    fig.tight_layout()
+    return fig
+
+
+def plot_sparsity_curve(
+    steps: pd.DataFrame | Mapping[str, pd.DataFrame],
+    targets: Sequence[int] = (),
+    snapshots: Sequence[tuple[int, int]] = (),
+    stored: int | None = None,
+) -> Figure:
+    """Non-zero parameters after every stage-1 optimiser step (``steps`` has ``step`` and
+    ``num_nonzero``; a mapping draws one curve per variant), the targets as dashed lines and
+    the snapshots taken as ``(step, num_nonzero)`` markers; ``stored`` marks the tables' size."""
+    curves = {"stage 1": steps} if isinstance(steps, pd.DataFrame) else dict(steps)
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    colours = sns.color_palette(PALETTE, len(curves) + 2)
+    for (name, frame), colour, style in zip(curves.items(), colours, LINESTYLES, strict=False):
+        ax.plot(frame["step"], frame["num_nonzero"], color=colour, linestyle=style, label=name)
+    for i, target in enumerate(targets):
+        ax.axhline(
+            target, color="grey", linestyle="--", linewidth=1, label="targets" if i == 0 else None
+        )
+    points = [(step, count) for step, count in snapshots if step is not None]
+    if points:
+        ax.scatter(
+            *zip(*points, strict=True),
+            marker="o",
+            s=40,
+            zorder=3,
+            color=colours[-1],
+            edgecolor="black",
+            label="snapshots",
+        )
+    if stored is not None:
+        ax.axhline(stored, color="black", linestyle=":", linewidth=1, label="stored entries")
+    ax.set(
+        xlabel="Optimiser step (stage 1)",
+        ylabel="Non-zero parameters (count)",
+        title="Sparsity during pruning",
+    )
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="upper right", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def plot_training_curves(histories: Mapping[str, pd.DataFrame], metric: str = "ndcg@20") -> Figure:
+    """Validation ``metric`` per epoch for each labelled training run."""
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    colours = sns.color_palette(PALETTE, len(histories))
+    for (name, frame), colour, marker in zip(histories.items(), colours, MARKERS, strict=False):
+        if metric in frame:
+            ax.plot(frame["epoch"], frame[metric], color=colour, marker=marker, label=name)
+    ax.set(xlabel="Epoch", ylabel=f"Validation {_metric_label(metric)}", title="Training progress")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- budgets
+
+
+def plot_budget_curves(
+    table: pd.DataFrame,
+    metrics: Sequence[str] = ("recall@20", "ndcg@20"),
+    full: Mapping[str, float] | None = None,
+) -> Figure:
+    """Accuracy against stored parameters (log x), one line per method (seeds averaged).
+
+    The full table is drawn as a horizontal reference line: from ``full`` (metric -> value)
+    if given, else from the ``method == "full"`` rows of ``table``.
+    """
+    compact = table[table["method"] != "full"]
+    grouped = compact.groupby(["method", "budget"], as_index=False)[["num_params", *metrics]].mean()
+    if full is None and (table["method"] == "full").any():
+        full = table.loc[table["method"] == "full", list(metrics)].mean().to_dict()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.8 * len(metrics), 3.8), squeeze=False)
+    methods = sorted(
+        grouped["method"].unique(),
+        key=lambda m: (m not in METHOD_ORDER, METHOD_ORDER.index(m) if m in METHOD_ORDER else 0, m),
+    )
+    for ax, metric in zip(axes[0], metrics, strict=False):
+        for method in methods:
+            rows = grouped[grouped["method"] == method].sort_values("num_params")
+            ax.plot(rows["num_params"], rows[metric], **method_style(method))
+        if full is not None and metric in full:
+            ax.axhline(
+                full[metric],
+                color="black",
+                linestyle="--",
+                linewidth=1.2,
+                label=f"{METHOD_LABELS['full']} ({full[metric]:.3f})",
+            )
+        _log_x_axis(ax)
+        ax.set(
+            xlabel="Stored embedding parameters (non-zeros, log scale)",
+            ylabel=f"Test {_metric_label(metric)}",
+            title=_metric_label(metric),
+        )
+        ax.set_ylim(bottom=0)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(
+        handles,
+        labels,
+        loc="upper center",
+        ncol=min(len(labels), 5),
+        bbox_to_anchor=(0.5, 0.0),
+        fontsize="small",
+        frameon=False,
+    )
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- what pruning kept
+
+
+def _mask_arrays(masks: Mapping[str, ArrayLike]) -> dict[str, np.ndarray]:
+    return {name: _numpy(mask).astype(bool) for name, mask in masks.items()}
+
+
+def plot_mask_heatmap(masks: Mapping[str, ArrayLike], max_rows: int = 200) -> Figure:
+    """The kept entries of each pruned table (rows x dimensions; the first ``max_rows`` rows)."""
+    arrays = _mask_arrays(masks)
+    colours = sns.color_palette(PALETTE, 1)
+    cmap = ListedColormap([(0.95, 0.95, 0.95), colours[0]])
+    fig, axes = plt.subplots(1, len(arrays), figsize=(3.4 * len(arrays) + 0.6, 4.4), squeeze=False)
+    for ax, (name, mask) in zip(axes[0], arrays.items(), strict=False):
+        shown = mask[:max_rows]
+        ax.imshow(shown, cmap=cmap, vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+        ax.grid(False)
+        clipped = f" (rows 0-{len(shown) - 1} of {len(mask)})" if len(mask) > max_rows else ""
+        ax.set(
+            xlabel="Embedding dimension (index)",
+            ylabel=f"Row of {name.split(',')[0]} (index)",
+            title=f"{name}\n{mask.mean():.1%} kept{clipped}",
+        )
+    fig.legend(
+        handles=[
+            Patch(color=colours[0], label="kept (non-zero)"),
+            Patch(facecolor=(0.95, 0.95, 0.95), edgecolor="grey", label="pruned (zero)"),
+        ],
+        loc="upper center",
+        ncol=2,
+        bbox_to_anchor=(0.5, 0.0),
+        frameon=False,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def plot_nonzeros_per_row_and_dim(masks: Mapping[str, ArrayLike]) -> Figure:
+    """Distribution of non-zeros per table row, and non-zero rows per dimension, per table."""
+    arrays = _mask_arrays(masks)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    colours = sns.color_palette(PALETTE, len(arrays))
+    width = max(m.shape[1] for m in arrays.values())
+    bins = np.arange(-0.5, width + 1.5, max(1, (width + 1) // 32))
+    for (name, mask), colour, hatch, marker in zip(
+        arrays.items(), colours, ("", "//", "..", "xx"), MARKERS, strict=False
+    ):
+        left.hist(mask.sum(axis=1), bins=bins, color=colour, alpha=0.6, hatch=hatch, label=name)
+        right.plot(
+            np.arange(mask.shape[1]),
+            mask.sum(axis=0),
+            color=colour,
+            marker=marker,
+            markersize=3,
+            label=name,
+        )
+    left.set(xlabel="Non-zeros per row (count)", ylabel="Rows (count)", title="Per row")
+    right.set(
+        xlabel="Embedding dimension (index)", ylabel="Non-zero rows (count)", title="Per dimension"
+    )
+    right.set_ylim(bottom=0)
+    left.legend()
+    right.legend()
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def entity_sizes(
+    embedding: torch.nn.Module,
+    num_users: int,
+    user_activity: ArrayLike,
+    item_popularity: ArrayLike,
+    buckets: int = 3,
+    batch_size: int = 65536,
+) -> pd.DataFrame:
+    """Per-entity embedding size: non-zeros of each composed vector, with the entity's kind
+    (user / item), training interactions and popularity bucket (quantiles within its kind)."""
+    embedding.eval()
+    device = next(embedding.parameters()).device
+    ids = torch.arange(embedding.num_entities, device=device)
+    sizes = torch.cat(
+        [torch.count_nonzero(embedding(chunk), dim=1) for chunk in ids.split(batch_size)]
+    )
+    counts = np.concatenate([_numpy(user_activity), _numpy(item_popularity)])
+    frame = pd.DataFrame(
+        {
+            "entity": np.arange(len(counts)),
+            "kind": np.where(np.arange(len(counts)) < num_users, "user", "item"),
+            "interactions": counts,
+            "size": sizes.cpu().numpy(),
+        }
+    )
+    labels = ["low", "mid", "high"] if buckets == 3 else [f"Q{i + 1}" for i in range(buckets)]
+    bucket = np.empty(len(frame), dtype=object)
+    for kind in KIND_ORDER:
+        rows = (frame["kind"] == kind).to_numpy()
+        ranks = frame.loc[rows, "interactions"].rank(method="first")
+        bucket[rows] = pd.qcut(ranks, buckets, labels=labels).astype(str)
+    frame["popularity"] = pd.Categorical(bucket, categories=labels, ordered=True)
+    return frame
+
+
+def plot_entity_sizes(sizes: pd.DataFrame) -> Figure:
+    """Embedding sizes (non-zeros per composed vector): histogram by user / item, and box plots
+    by popularity bucket (``sizes`` from :func:`entity_sizes`)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.6))
+    palette = dict(zip(KIND_ORDER, sns.color_palette(PALETTE, 2), strict=False))
+    width = int(sizes["size"].max()) if len(sizes) else 1
+    bins = np.arange(-0.5, width + 1.5, max(1, (width + 1) // 32))
+    for kind, hatch in zip(KIND_ORDER, ("", "//"), strict=False):
+        values = sizes.loc[sizes["kind"] == kind, "size"]
+        left.hist(
+            values,
+            bins=bins,
+            color=palette[kind],
+            alpha=0.6,
+            hatch=hatch,
+            label=f"{kind}s (mean {values.mean():.1f})",
+        )
+    left.set(
+        xlabel="Embedding size (non-zeros per vector)",
+        ylabel="Entities (count)",
+        title="By entity kind",
+    )
+    left.legend()
+    buckets = list(sizes["popularity"].cat.categories) if len(sizes) else []
+    for offset, kind, hatch in zip((-0.2, 0.2), KIND_ORDER, ("", "//"), strict=False):
+        groups = [
+            sizes.loc[(sizes["kind"] == kind) & (sizes["popularity"] == b), "size"] for b in buckets
+        ]
+        boxes = right.boxplot(
+            [g.to_numpy() for g in groups],
+            positions=np.arange(len(buckets)) + offset,
+            widths=0.35,
+            patch_artist=True,
+            flierprops={"markersize": 2},
+            medianprops={"color": "black"},
+        )
+        for box in boxes["boxes"]:
+            box.set(facecolor=palette[kind], hatch=hatch, alpha=0.8)
+    right.set_xticks(range(len(buckets)), buckets)
+    right.legend(
+        handles=[
+            Patch(facecolor=palette[k], hatch=h, label=k)
+            for k, h in zip(KIND_ORDER, ("", "//"), strict=False)
+        ],
+        title="kind",
+    )
+    right.set(
+        xlabel="Popularity bucket (training interactions, tertiles per kind)",
+        ylabel="Embedding size (non-zeros per vector)",
+        title="By popularity",
+    )
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def threshold_values(embedding: PrunableEmbedding) -> dict[str, np.ndarray]:
+    """Learnt thresholds ``sigmoid(S)`` of each pruned table (flattened), where it has any."""
+    values = {}
+    for name in embedding.pruned_tables:
+        raw = getattr(embedding, f"{name}_threshold", None)
+        if raw is not None:
+            values[name] = torch.sigmoid(raw).detach().cpu().numpy().ravel()
+    return values
+
+
+def plot_threshold_histogram(
+    thresholds: Mapping[str, ArrayLike], weights: Mapping[str, ArrayLike] | None = None
+) -> Figure:
+    """Histogram of learnt thresholds ``sigmoid(s)`` per table (log count axis); with
+    ``weights``, the raw ``|w|`` of the same tables as outlines for comparison."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    colours = sns.color_palette(PALETTE, 2 * len(thresholds))
+    arrays = {name: _numpy(v).ravel() for name, v in thresholds.items()}
+    extra = {f"|{n}|": np.abs(_numpy(v)).ravel() for n, v in (weights or {}).items()}
+    top = max([float(v.max(initial=0)) for v in (*arrays.values(), *extra.values())] + [1e-6])
+    bins = np.linspace(0, top * 1.02, 40)
+    for (name, values), colour, hatch in zip(
+        arrays.items(), colours, ("", "//", "..", "xx"), strict=False
+    ):
+        ax.hist(
+            values,
+            bins=bins,
+            color=colour,
+            alpha=0.6,
+            hatch=hatch,
+            label=f"σ(s) of {name} (median {np.median(values):.3g})",
+        )
+    for (name, values), colour, style in zip(
+        extra.items(), colours[len(arrays) :], ("-", "--"), strict=False
+    ):
+        ax.hist(
+            values,
+            bins=bins,
+            histtype="step",
+            color=colour,
+            linestyle=style,
+            linewidth=1.5,
+            label=f"{name} weights",
+        )
+    ax.set_yscale("log")
+    ax.set(
+        xlabel="Threshold σ(s) / weight magnitude (absolute value)",
+        ylabel="Table entries (count, log scale)",
+        title="Learnt thresholds",
+    )
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def complementarity(embedding: CERPEmbedding) -> dict[str, float]:
+    """How P and Q share the work in the composed vectors of every entity.
+
+    Over all (entity, dimension) pairs: shares where both are zero, only P is non-zero, only
+    Q, or both; ``exclusive`` = (only P + only Q) / (at least one non-zero); and the entities
+    whose composed vector is entirely zero (``zero_entities``, ``zero_entity_share``).
+    """
+    weights = embedding.effective_weights()
+    ids = torch.arange(embedding.num_entities, device=weights["P"].device)
+    rows_p, rows_q = composition_indices(ids, embedding.num_entities, embedding.bucket_size)
+    p, q = weights["P"][rows_p] != 0, weights["Q"][rows_q] != 0
+    shares = {
+        "both_zero": float((~p & ~q).float().mean()),
+        "only_P": float((p & ~q).float().mean()),
+        "only_Q": float((~p & q).float().mean()),
+        "both": float((p & q).float().mean()),
+    }
+    some = 1.0 - shares["both_zero"]
+    zero = int((~(p | q)).all(dim=1).sum())
+    return {
+        **shares,
+        "exclusive": (shares["only_P"] + shares["only_Q"]) / some if some else 0.0,
+        "zero_entities": zero,
+        "zero_entity_share": zero / embedding.num_entities,
+    }
+
+
+def plot_complementarity(stats: pd.DataFrame) -> Figure:
+    """P/Q complementarity per variant (rows of ``stats``, index = variant label, columns from
+    :func:`complementarity`): stacked shares of (entity, dimension) pairs, and all-zero entities."""
+    categories = {
+        "only_P": "only P non-zero",
+        "only_Q": "only Q non-zero",
+        "both": "both non-zero",
+        "both_zero": "both zero",
+    }
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(10, 1.6 + 0.7 * len(stats)), gridspec_kw={"width_ratios": [3, 1.3]}
+    )
+    colours = sns.color_palette(PALETTE, len(categories))
+    start = np.zeros(len(stats))
+    labels = [str(i) for i in stats.index]
+    for (column, label), colour, hatch in zip(
+        categories.items(), colours, ("", "//", "..", "xx"), strict=False
+    ):
+        values = stats[column].to_numpy() * 100
+        left.barh(
+            labels, values, left=start, color=colour, hatch=hatch, label=label, edgecolor="white"
+        )
+        start += values
+    left.set(
+        xlabel="(entity, dimension) pairs (% of all)",
+        ylabel="Variant",
+        title="Who holds each entry",
+        xlim=(0, 100),
+    )
+    left.legend(
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.35 - 0.05 * len(stats)),
+        ncol=4,
+        fontsize="small",
+        frameon=False,
+    )
+    right.barh(
+        labels, stats["zero_entity_share"].to_numpy() * 100, color=sns.color_palette(PALETTE, 5)[4]
+    )
+    for y, (share, count) in enumerate(
+        zip(stats["zero_entity_share"], stats["zero_entities"], strict=False)
+    ):
+        right.annotate(
+            f"{int(count)}",
+            (share * 100, y),
+            xytext=(3, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize="small",
+        )
+    right.set_xlim(0, max(1.0, 1.25 * float(stats["zero_entity_share"].max()) * 100))
+    right.set(xlabel="Entities with all-zero vector (%)", ylabel="Variant", title="Lost entities")
+    right.set_yticklabels([])
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- paper
+
+
+def plot_protocol_comparison(
+    table: pd.DataFrame,
+    metrics: Sequence[str] = ("recall@20", "ndcg@20"),
+    references: pd.DataFrame | None = None,
+) -> Figure:
+    """Test accuracy per configuration under the suite's protocol and the paper's, side by side.
+
+    ``table`` has ``dataset``, ``backbone``, ``method``, ``budget``, ``protocol`` and the
+    metrics; ``references`` (``dataset``, ``backbone``, ``source`` and metric columns) adds the
+    published full-model numbers as black markers on the matching full-table bars.
+    """
+    frame = table.sort_values(["dataset", "backbone", "method", "budget"]).copy()
+    frame["configuration"] = [
+        f"{r.dataset}\n{r.backbone}\n{METHOD_LABELS.get(r.method, r.method)}"
+        + ("" if r.method == "full" else f" {r.budget:g}")
+        for r in frame.itertuples()
+    ]
+    order = list(dict.fromkeys(frame["configuration"]))
+    keys = frame.drop_duplicates("configuration").set_index("configuration")
+    protocols = [p for p in PROTOCOL_LABELS if p in set(frame["protocol"])]
+    fig, axes = plt.subplots(
+        len(metrics), 1, figsize=(max(6, 1.3 * len(order) + 2), 3.2 * len(metrics)), squeeze=False
+    )
+    palette = dict(zip(protocols, sns.color_palette(PALETTE, len(protocols)), strict=False))
+    for ax, metric in zip(axes[:, 0], metrics, strict=False):
+        sns.barplot(
+            frame,
+            x="configuration",
+            y=metric,
+            hue="protocol",
+            order=order,
+            hue_order=protocols,
+            palette=palette,
+            ax=ax,
+            errorbar=None,
+        )
+        for bars, hatch in zip(ax.containers, ("", "//"), strict=False):
+            for bar in bars:
+                bar.set_hatch(hatch)
+        if references is not None and metric in references:
+            for i, label in enumerate(order):
+                key = keys.loc[label]
+                if key["method"] != "full":
+                    continue
+                same = (references["dataset"] == key["dataset"]) & (
+                    references["backbone"] == key["backbone"]
+                )
+                rows = references[same]
+                for (_, row), marker in zip(rows.iterrows(), ("D", "*"), strict=False):
+                    ax.scatter(
+                        [i],
+                        [row[metric]],
+                        marker=marker,
+                        color="black",
+                        zorder=4,
+                        s=40,
+                        label=f"published: {row['source']}",
+                    )
+        ax.set(
+            xlabel="Data set / backbone / method (budget)", ylabel=f"Test {_metric_label(metric)}"
+        )
+        handles, labels = ax.get_legend_handles_labels()
+        labels = [PROTOCOL_LABELS.get(label, label) for label in labels]
+        unique = dict(zip(labels, handles, strict=False))
+        ax.legend(unique.values(), unique.keys(), fontsize="small")
+    axes[0, 0].set_title("Suite protocol vs. the paper's protocol")
+    fig.tight_layout()
+    return fig

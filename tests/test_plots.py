@@ -1,0 +1,192 @@
+"""Each figure function draws labelled axes from small inputs; save_figure writes PNG and PDF."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from cerp_core import plots  # noqa: E402
+from cerp_core.embeddings.cerp import CERPEmbedding  # noqa: E402
+
+RNG = np.random.default_rng(0)
+NUM_USERS, NUM_ITEMS = 12, 18
+
+
+def small_cerp(sparsity: float = 0.5) -> CERPEmbedding:
+    """A 30-entity CERP table (b = 6) whose masks keep about ``1 - sparsity`` of P and Q."""
+    torch.manual_seed(0)
+    table = CERPEmbedding(NUM_USERS + NUM_ITEMS, 8, bucket_size=6, threshold_init=-3.0)
+    masks = {name: torch.rand(6, 8) > sparsity for name in ("P", "Q")}
+    masks["P"][0] = False  # an all-zero row of P, so that some entities lose entries
+    table.rewind(masks)
+    return table
+
+
+def budget_table() -> pd.DataFrame:
+    rows = [
+        {"method": "full", "budget": 1.0, "num_params": 1000, "recall@20": 0.30, "ndcg@20": 0.20}
+    ]
+    for method, scale in (("hash", 0.6), ("cerp", 0.9), ("pep", 0.8)):
+        for budget in (0.05, 0.1, 0.25):
+            rows.append(
+                {
+                    "method": method,
+                    "budget": budget,
+                    "num_params": int(1000 * budget),
+                    "recall@20": 0.3 * scale * (1 + budget) / 1.25,
+                    "ndcg@20": 0.2 * scale * (1 + budget) / 1.25,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def protocol_table() -> pd.DataFrame:
+    rows = []
+    for protocol, lift in (("validation", 1.0), ("paper", 1.1)):
+        for method, budget, value in (("full", 1.0, 0.15), ("cerp", 0.1, 0.12)):
+            rows.append(
+                {
+                    "dataset": "gowalla",
+                    "backbone": "lightgcn",
+                    "method": method,
+                    "budget": budget,
+                    "protocol": protocol,
+                    "recall@20": value * lift,
+                    "ndcg@20": value * lift * 0.8,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def complementarity_frame() -> pd.DataFrame:
+    stats = {
+        "CERP": plots.complementarity(small_cerp(0.5)),
+        "CERP w/o regularizer": plots.complementarity(small_cerp(0.7)),
+    }
+    return pd.DataFrame.from_dict(stats, orient="index")
+
+
+def entity_frame() -> pd.DataFrame:
+    return plots.entity_sizes(
+        small_cerp(), NUM_USERS, RNG.integers(5, 50, NUM_USERS), RNG.integers(0, 40, NUM_ITEMS)
+    )
+
+
+MASKS = {"P": RNG.random((20, 8)) > 0.6, "Q": torch.rand(20, 8) > 0.3}
+STEPS = pd.DataFrame({"step": np.arange(50), "num_nonzero": np.linspace(320, 40, 50).astype(int)})
+FIGURES: dict[str, Callable[[], Figure]] = {
+    "popularity": lambda: plots.plot_popularity(RNG.zipf(1.5, 300).clip(max=1000)),
+    "user_activity": lambda: plots.plot_user_activity(
+        RNG.integers(5, 200, 100), RNG.integers(0, 80, 150)
+    ),
+    "split_sizes": lambda: plots.plot_split_sizes(
+        pd.DataFrame(
+            {"train": [80], "valid": [10], "test": [20]},
+            index=pd.Index(["synthetic"], name="dataset"),
+        )
+    ),
+    "composition_grid": lambda: plots.plot_composition_grid(NUM_USERS, NUM_ITEMS, 6),
+    "sparsity_curve": lambda: plots.plot_sparsity_curve(
+        {"CERP": STEPS, "no regularizer": STEPS.assign(num_nonzero=STEPS.num_nonzero + 20)},
+        targets=(200, 100),
+        snapshots=[(20, 198), (40, 99)],
+        stored=320,
+    ),
+    "training_curves": lambda: plots.plot_training_curves(
+        {"full": pd.DataFrame({"epoch": [1, 2, 3], "ndcg@20": [0.1, 0.15, 0.17]})}
+    ),
+    "budget_curves": lambda: plots.plot_budget_curves(budget_table()),
+    "mask_heatmap": lambda: plots.plot_mask_heatmap(MASKS, max_rows=10),
+    "nonzeros": lambda: plots.plot_nonzeros_per_row_and_dim(MASKS),
+    "entity_sizes": lambda: plots.plot_entity_sizes(entity_frame()),
+    "thresholds": lambda: plots.plot_threshold_histogram(
+        {"P": RNG.random(48) * 0.1, "Q": RNG.random(48) * 0.05},
+        weights={"P": RNG.normal(0, 0.1, 48)},
+    ),
+    "complementarity": lambda: plots.plot_complementarity(complementarity_frame()),
+    "protocols": lambda: plots.plot_protocol_comparison(
+        protocol_table(),
+        references=pd.DataFrame(
+            {
+                "dataset": ["gowalla"],
+                "backbone": ["lightgcn"],
+                "source": ["LightGCN paper"],
+                "recall@20": [0.183],
+                "ndcg@20": [0.155],
+            }
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FIGURES))
+def test_figure_has_labelled_axes(name: str) -> None:
+    plots.use_style()
+    fig = FIGURES[name]()
+    try:
+        assert isinstance(fig, Figure)
+        drawn = [ax for ax in fig.axes if ax.has_data()]
+        assert drawn, "no axes with data"
+        for ax in drawn:
+            assert ax.get_xlabel(), f"{name}: x axis unlabelled"
+            assert ax.get_ylabel(), f"{name}: y axis unlabelled"
+    finally:
+        plt.close(fig)
+
+
+def test_save_figure_writes_png_and_pdf(tmp_path: Path) -> None:
+    fig = plots.plot_budget_curves(budget_table())
+    paths = plots.save_figure(fig, "budget", tmp_path / "figures")
+    plt.close(fig)
+    assert [p.name for p in paths] == ["budget.png", "budget.pdf"]
+    assert (tmp_path / "figures" / "budget.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "figures" / "budget.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_budget_curves_use_log_x_and_full_reference() -> None:
+    fig = plots.plot_budget_curves(budget_table(), metrics=("recall@20",))
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    assert "Recall@20" in ax.get_ylabel()
+    full_lines = [line for line in ax.get_lines() if "Full table" in line.get_label()]
+    assert len(full_lines) == 1 and full_lines[0].get_ydata()[0] == pytest.approx(0.30)
+    plt.close(fig)
+
+
+def test_complementarity_shares_partition_all_pairs() -> None:
+    table = small_cerp(0.5)
+    stats = plots.complementarity(table)
+    total = stats["both_zero"] + stats["only_P"] + stats["only_Q"] + stats["both"]
+    assert total == pytest.approx(1.0)
+    composed = table(torch.arange(table.num_entities))
+    assert stats["zero_entities"] == int((composed == 0).all(dim=1).sum())
+
+
+def test_entity_sizes_count_nonzeros_and_bucket_per_kind() -> None:
+    frame = entity_frame()
+    table = small_cerp()
+    composed = table(torch.arange(table.num_entities))
+    assert frame["size"].tolist() == torch.count_nonzero(composed, dim=1).tolist()
+    assert (frame["kind"] == "user").sum() == NUM_USERS
+    assert set(frame["popularity"]) == {"low", "mid", "high"}
+
+
+def test_threshold_values_are_sigmoids_of_raw_thresholds() -> None:
+    table = CERPEmbedding(NUM_USERS + NUM_ITEMS, 8, bucket_size=6, threshold_init=-3.0)
+    values = plots.threshold_values(table)
+    assert set(values) == {"P", "Q"}
+    assert values["P"] == pytest.approx(np.full(48, 1 / (1 + np.exp(3.0))))
