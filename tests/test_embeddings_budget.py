@@ -120,7 +120,10 @@ def test_overrides_reach_the_constructor():
     assert paper.bucket_size == 1000 and torch.all(paper.Q_threshold == -100.0)
     concat = make_embedding("cerp", 1000, 8, 0.05, combine="concat")
     assert concat.output_dim == 16
-    assert make_embedding("cerp", 1000, 8, 0.05).regularizer_weight == 1.0
+    suite = make_embedding("cerp", 1000, 8, 0.05)
+    assert (suite.regularizer_weight, suite.regularizer_decay) == (1e-3, 0.1)
+    paper_reg = make_embedding("cerp", 1000, 8, 0.05, regularizer_weight=1.0, regularizer_decay=0.5)
+    assert (paper_reg.regularizer_weight, paper_reg.regularizer_decay) == (1.0, 0.5)
     assert make_embedding("cerp-noreg", 1000, 8, 0.05).regularizer_weight == 0.0
     pep = make_embedding("pep", 1000, 8, [0.1, 0.05], threshold="global")
     assert pep.weight_threshold.shape == (1, 1) and pep.weight_threshold.item() == -6.0
