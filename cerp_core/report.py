@@ -1,0 +1,251 @@
+"""Paper tables, accuracy-vs-memory curves, Pareto fronts and relative accuracy.
+
+Every function reads a results table: the ``results.csv`` of a sweep
+(:class:`cerp_core.sweep.ResultStore`), one row per evaluated model with the columns of the
+result record (ARCHITECTURE.md): ``dataset, backbone, method, budget, seed, num_params,
+param_fraction, memory_bytes, recall@20, ndcg@20, ...``. Seeds are aggregated as mean and
+sample standard deviation. A *panel* is one (data set, backbone) pair: tables, fronts and
+ratios never mix panels. Figures are drawn by :mod:`cerp_core.plots` from these frames.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+METRICS = ("recall@20", "ndcg@20")
+PANEL = ["dataset", "backbone"]
+GROUP = [*PANEL, "method", "budget"]
+SIZES = ("num_params", "param_fraction", "memory_bytes")
+FULL_METHOD = "full"
+BOLD = re.compile(r"\*\*(.+?)\*\*")
+LATEX_SPECIALS = {c: "\\" + c for c in "&%$#_{}"} | {
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "\\": r"\textbackslash{}",
+}
+
+
+def _require(results: pd.DataFrame, columns: Sequence[str]) -> None:
+    missing = [c for c in columns if c not in results.columns]
+    if missing:
+        raise KeyError(f"results table lacks the columns {missing}")
+
+
+def summarize(results: pd.DataFrame, metrics: Sequence[str] = METRICS) -> pd.DataFrame:
+    """Mean and std over seeds per (dataset, backbone, method, budget), in order of appearance.
+
+    Columns: the group, ``seeds`` (how many), the mean sizes (``num_params``,
+    ``param_fraction``, ``memory_bytes``), and ``<metric>_mean`` / ``<metric>_std`` (NaN for
+    one seed).
+    """
+    _require(results, [*GROUP, "seed", *SIZES, *metrics])
+    aggregations = {"seeds": ("seed", "nunique")} | {size: (size, "mean") for size in SIZES}
+    for metric in metrics:
+        aggregations[f"{metric}_mean"] = (metric, "mean")
+        aggregations[f"{metric}_std"] = (metric, "std")
+    return results.groupby(GROUP, sort=False).agg(**aggregations).reset_index()
+
+
+def _format(mean: float, std: float, precision: int) -> str:
+    if np.isnan(mean):
+        return "-"
+    text = f"{mean:.{precision}f}"
+    return text if np.isnan(std) else f"{text} ± {std:.{precision}f}"
+
+
+def paper_table(
+    results: pd.DataFrame,
+    metrics: Sequence[str] = METRICS,
+    budgets: Sequence[float] | None = None,
+    precision: int = 4,
+) -> pd.DataFrame:
+    """The paper's table: methods x budgets, ``mean ± std`` over seeds, best per column in bold.
+
+    Rows are (dataset, backbone, method) in order of appearance; columns are (budget, metric),
+    budgets descending. A cell is ``"0.1234 ± 0.0012"`` (``"0.1234"`` for one seed, ``"-"`` when
+    the method has no result at that budget). In each panel and column holding two or more
+    results, the best mean is wrapped in Markdown bold (``**0.1234 ± 0.0012**``, every tied
+    cell), which :func:`to_markdown` keeps and :func:`to_latex` turns into ``\\textbf``.
+
+    Args:
+        results: The results table.
+        metrics: Metric columns, each a column of the table per budget.
+        budgets: Budgets to show (default: all in the table).
+        precision: Decimals of means and stds.
+    """
+    summary = summarize(results, metrics)
+    if budgets is not None:
+        absent = sorted(set(budgets) - set(summary["budget"]))
+        if absent:
+            raise ValueError(f"budgets {absent} are not in the results")
+        summary = summary[summary["budget"].isin(budgets)]
+    rows = pd.MultiIndex.from_frame(summary[[*PANEL, "method"]].drop_duplicates())
+    order = sorted(summary["budget"].unique(), reverse=True)
+    columns = pd.MultiIndex.from_product([order, list(metrics)], names=["budget", "metric"])
+    table = pd.DataFrame(index=rows, columns=columns, dtype=object)
+    for metric in metrics:
+        mean, std = (
+            summary.pivot(index=[*PANEL, "method"], columns="budget", values=f"{metric}_{stat}")
+            .reindex(index=rows, columns=order)
+            .astype(float)
+            for stat in ("mean", "std")
+        )
+        panels = mean.groupby(level=PANEL, sort=False)
+        best = (mean == panels.transform("max")) & (panels.transform("count") >= 2)
+        for budget in order:
+            pairs = zip(mean[budget], std[budget], strict=True)
+            cells = [_format(m, sd, precision) for m, sd in pairs]
+            marks = zip(cells, best[budget], strict=True)
+            table[(budget, metric)] = [f"**{c}**" if is_best else c for c, is_best in marks]
+    return table
+
+
+def _label(value: object) -> str:
+    """A header or index entry as text; tuples (levels of a MultiIndex) joined by spaces."""
+    if isinstance(value, tuple):
+        return " ".join(_label(v) for v in value)
+    return str(value)
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A GitHub Markdown table: index levels first, column levels joined by spaces."""
+    header = [_label(name or "") for name in table.index.names] + [_label(c) for c in table.columns]
+    align = ["---"] * table.index.nlevels + ["---:"] * len(table.columns)
+    lines = [header, align]
+    for index, values in zip(table.index, table.itertuples(index=False), strict=True):
+        keys = index if isinstance(index, tuple) else (index,)
+        lines.append([_label(k) for k in keys] + [_label(v) for v in values])
+    return "\n".join(
+        "| " + " | ".join(cell.replace("|", r"\|") for cell in line) + " |" for line in lines
+    )
+
+
+def _latex_cell(value: object) -> str:
+    """Escape LaTeX specials; Markdown bold becomes ``\\textbf`` and ``±`` becomes ``$\\pm$``."""
+    text = "".join(LATEX_SPECIALS.get(c, c) for c in _label(value))
+    return BOLD.sub(r"\\textbf{\1}", text).replace("±", r"$\pm$")
+
+
+def to_latex(table: pd.DataFrame) -> str:
+    """A booktabs ``tabular``: a spanning header per budget, a rule between panels, repeated
+    index entries left blank (needs ``\\usepackage{booktabs}``)."""
+    levels = table.index.nlevels
+    columns = table.columns if isinstance(table.columns, pd.MultiIndex) else None
+    lines = [rf"\begin{{tabular}}{{{'l' * levels}{'r' * len(table.columns)}}}", r"\toprule"]
+    names = [_latex_cell(name or "") for name in table.index.names]
+    if columns is None:
+        lines.append(" & ".join(names + [_latex_cell(c) for c in table.columns]) + r" \\")
+    else:
+        spans = [(top, len(list(group))) for top, group in _runs(columns.get_level_values(0))]
+        top = [""] * levels + [rf"\multicolumn{{{n}}}{{c}}{{{_latex_cell(v)}}}" for v, n in spans]
+        rules, start = [], levels + 1
+        for _, n in spans:
+            rules.append(rf"\cmidrule(lr){{{start}-{start + n - 1}}}")
+            start += n
+        lower = [_label(c[1:]) for c in columns]
+        lines += [" & ".join(top) + r" \\", " ".join(rules)]
+        lines.append(" & ".join(names + [_latex_cell(c) for c in lower]) + r" \\")
+    lines.append(r"\midrule")
+    previous: tuple = ()
+    for index, values in zip(table.index, table.itertuples(index=False), strict=True):
+        keys = index if isinstance(index, tuple) else (index,)
+        if previous and keys[:-1] != previous[:-1]:
+            lines.append(r"\midrule")
+        shown = [
+            "" if previous[: i + 1] == keys[: i + 1] else _latex_cell(key)
+            for i, key in enumerate(keys)
+        ]
+        lines.append(" & ".join(shown + [_latex_cell(v) for v in values]) + r" \\")
+        previous = keys
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines)
+
+
+def _runs(values: Sequence[object]) -> list[tuple[object, list[object]]]:
+    """Consecutive equal values grouped: ``[a, a, b] -> [(a, [a, a]), (b, [b])]``."""
+    groups: list[tuple[object, list[object]]] = []
+    for value in values:
+        if groups and groups[-1][0] == value:
+            groups[-1][1].append(value)
+        else:
+            groups.append((value, [value]))
+    return groups
+
+
+def _on_front(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Non-dominated points: no other point has ``x`` as small and ``y`` as large, one strictly."""
+    no_worse = (x[None, :] <= x[:, None]) & (y[None, :] >= y[:, None])
+    better = (x[None, :] < x[:, None]) | (y[None, :] > y[:, None])
+    return ~(no_worse & better).any(axis=1)
+
+
+def tradeoff(results: pd.DataFrame, x: str = "memory_bytes", y: str = "recall@20") -> pd.DataFrame:
+    """Accuracy-vs-memory curves: one point per (dataset, backbone, method, budget).
+
+    Columns: the group, the means of ``x`` and ``y`` over seeds, ``<y>_std``, ``seeds``, and
+    ``pareto``: whether the point is on its panel's Pareto front (no point of the panel is as
+    small in ``x`` and as good in ``y``, and better in one). Sorted by panel, method, ``x``.
+    """
+    _require(results, [*GROUP, "seed", x, y])
+    points = (
+        results.groupby(GROUP, sort=False)
+        .agg(
+            **{x: (x, "mean"), y: (y, "mean"), f"{y}_std": (y, "std"), "seeds": ("seed", "nunique")}
+        )
+        .reset_index()
+    )
+    points["pareto"] = False
+    for _, panel in points.groupby(PANEL, sort=False):
+        points.loc[panel.index, "pareto"] = _on_front(panel[x].to_numpy(), panel[y].to_numpy())
+    points["_panel"] = points.groupby(PANEL, sort=False).ngroup()
+    points = points.sort_values(["_panel", "method", x], kind="stable")
+    return points.drop(columns="_panel").reset_index(drop=True)
+
+
+def pareto_front(
+    results: pd.DataFrame, x: str = "num_params", y: str = "recall@20"
+) -> pd.DataFrame:
+    """The Pareto front of each panel (fewer ``x``, higher ``y``), sorted by ``x``."""
+    points = tradeoff(results, x, y)
+    front = points[points["pareto"]].drop(columns="pareto")
+    front = front.assign(_panel=front.groupby(PANEL, sort=False).ngroup())
+    front = front.sort_values(["_panel", x], kind="stable").drop(columns="_panel")
+    return front.reset_index(drop=True)
+
+
+def relative_accuracy(results: pd.DataFrame, metrics: Sequence[str] = METRICS) -> pd.DataFrame:
+    """Accuracy kept vs. the full model: each row's metric over the ``full`` row of the same
+    dataset, backbone and seed, then mean and std over seeds.
+
+    Columns as :func:`summarize` with ``relative_<metric>_mean`` / ``_std``; the full model's
+    own row is 1.0. Rows whose seed has no full model are dropped; a panel without any raises.
+    """
+    _require(results, [*GROUP, "seed", *metrics])
+    full = results[results["method"] == FULL_METHOD]
+    panels = set(results[PANEL].itertuples(index=False, name=None))
+    lacking = sorted(panels - set(full[PANEL].itertuples(index=False, name=None)))
+    if lacking:
+        names = ["/".join(panel) for panel in lacking]
+        raise ValueError(f"no '{FULL_METHOD}' model for {names}; add it to the sweep")
+    reference = full[[*PANEL, "seed", *metrics]].groupby([*PANEL, "seed"], as_index=False).mean()
+    paired = results.merge(reference, on=[*PANEL, "seed"], suffixes=("", "_full"))
+    relative = [f"relative_{metric}" for metric in metrics]
+    for metric, name in zip(metrics, relative, strict=True):
+        paired[name] = paired[metric] / paired[f"{metric}_full"]
+    return summarize(paired, relative)
+
+
+__all__ = [
+    "METRICS",
+    "paper_table",
+    "pareto_front",
+    "relative_accuracy",
+    "summarize",
+    "to_latex",
+    "to_markdown",
+    "tradeoff",
+]

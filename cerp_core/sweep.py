@@ -1,0 +1,678 @@
+"""Benchmark sweeps: a grid of experiments, a resumable result store, local and Ray backends.
+
+A sweep is the grid data set x backbone x method x budget x seed, declared in a YAML file or a
+dict (:class:`SweepConfig`). It expands into runs (:meth:`SweepConfig.runs`), one
+:class:`~cerp_core.experiment.ExperimentConfig` each, named by a stable key: a hash of
+everything that changes the result. A pruning method is *one* run for all its budgets (one
+pruning stage, one retraining per snapshot), as in the paper.
+
+Finished runs go to a :class:`ResultStore`, one JSON file per run written atomically, and the
+tidy table ``results.csv`` is regenerated from those files after every run. Killing a sweep at
+any moment therefore loses at most the runs in flight (and those resume from their per-epoch
+checkpoints); running it again skips the finished runs, and no row is ever written twice.
+
+Backends give the same numbers, because every run is seeded by its configuration alone:
+``"local"`` runs one at a time (``workers=1``) or in a process pool; ``"ray"`` sends the runs
+to a Ray cluster (``address``) or to a local Ray instance started for the sweep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import itertools
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import time
+import traceback
+import types
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+import pandas as pd
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from cerp_core.data import DATASET_NAMES
+from cerp_core.embeddings import EMBEDDINGS
+from cerp_core.experiment import DEFAULT_KS, PROTOCOLS, ExperimentConfig, run_experiment
+from cerp_core.models import MODELS
+from cerp_core.train import TrainConfig
+
+BACKENDS = ("local", "ray")
+FULL_BUDGET = 1.0
+SUMMARY_METRIC = "recall@20"
+KEY_IGNORED = ("data_root", "eval_batch_size")
+"""Fields of :class:`ExperimentConfig` that do not change a result (nor does ``train.progress``),
+so they stay out of the run key: moving the data or the batch of the evaluator reuses results."""
+
+Record = dict[str, Any]
+Runner = Callable[[ExperimentConfig, Path | None], list[Record]]
+
+
+class SweepConfigError(ValueError):
+    """A sweep configuration that cannot run; the message names the field (and the file)."""
+
+
+# ----------------------------------------------------------------------------- configuration
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """Safe loader that also reads ``1e-3`` as a float (YAML 1.1 only accepts ``1.0e-3``)."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _describe(kind: Any) -> str:
+    """A type annotation in words, for error messages."""
+    origin, args = get_origin(kind), get_args(kind)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in args)
+    if origin is tuple:
+        return f"a non-empty list of {_describe(args[0])}"
+    if origin is dict:
+        return f"a mapping of {_describe(args[0])} to {_describe(args[1])}"
+    return {type(None): "null", Any: "anything"}.get(kind, getattr(kind, "__name__", str(kind)))
+
+
+def _coerce(value: Any, kind: Any, name: str) -> Any:
+    """``value`` checked against the annotation ``kind``; lists become tuples, ints floats.
+
+    Supports what sweep and training settings use: ``int``, ``float``, ``bool``, ``str``,
+    ``X | None``, ``tuple[X, ...]`` (non-empty), ``dict[K, V]`` and ``Any``.
+    """
+    origin, args = get_origin(kind), get_args(kind)
+    if kind is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [arg for arg in args if arg is not type(None)]
+        return _coerce(value, inner, name)
+    if origin is tuple and isinstance(value, (list, tuple)) and value:
+        return tuple(_coerce(item, args[0], f"{name}[{i}]") for i, item in enumerate(value))
+    if origin is dict and isinstance(value, Mapping):
+        return {
+            _coerce(key, args[0], name): _coerce(item, args[1], f"{name}.{key}")
+            for key, item in value.items()
+        }
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if (
+        isinstance(kind, type)
+        and isinstance(value, kind)
+        and (kind is bool or not isinstance(value, bool))
+    ):
+        return value
+    raise SweepConfigError(
+        f"{name}: expected {_describe(kind)}, got {type(value).__name__} {value!r}"
+    )
+
+
+def _check_unique(values: tuple[Any, ...], name: str) -> None:
+    repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+    if repeated:
+        raise SweepConfigError(f"{name}: {repeated} listed more than once")
+
+
+@dataclass
+class SweepConfig:
+    """A grid of experiments and the settings all of them share.
+
+    Every field is checked on construction (types, names, ranges); a bad one raises
+    :class:`SweepConfigError` naming it. Lists may be given for tuples.
+
+    Args:
+        datasets: Names of :func:`cerp_core.data.load_dataset` or folders.
+        backbones: Keys of :data:`cerp_core.models.MODELS` (``mf``, ``mlp``, ``lightgcn``).
+        methods: Keys of :data:`cerp_core.embeddings.EMBEDDINGS`.
+        budgets: Fractions of the full table, in ``(0, 1]``. ``1.0`` is the full model: method
+            ``full`` runs once at 1.0 whatever the budgets, and no other method runs at 1.0
+            (listing 1.0 therefore needs ``full`` among the methods).
+        seeds: One run per seed; the seed drives data splits, initialisation and sampling.
+        dim: Width ``d`` of the full table.
+        protocol: ``"validation"`` or ``"paper"`` (see :mod:`cerp_core.experiment`).
+        device: ``"cpu"``, ``"cuda"``, ... for every run.
+        data_root: Root of the real data sets (``None``: ``$CERP_DATA_DIR``).
+        valid_fraction: Share of each user's training items held out for validation.
+        train: Fields of :class:`~cerp_core.train.TrainConfig` (not ``seed``, which comes from
+            ``seeds``); ``progress`` defaults to off, the sweep has its own progress bar.
+        data_options: Per data set, extra arguments of ``load_dataset``
+            (``{"synthetic": {"num_users": 500}}``).
+        embedding_options: Per method, extra arguments of ``make_embedding``
+            (``{"cerp": {"threshold_init": -15.0}}``).
+        model_options: Per backbone, extra arguments of the model (``{"lightgcn":
+            {"num_layers": 3}}``).
+        ks: Cut-offs of Recall@k and NDCG@k.
+        eval_batch_size: Users scored at once by the evaluator.
+    """
+
+    datasets: tuple[str, ...] = ("synthetic",)
+    backbones: tuple[str, ...] = ("mf",)
+    methods: tuple[str, ...] = ("full",)
+    budgets: tuple[float, ...] = (0.1,)
+    seeds: tuple[int, ...] = (0,)
+    dim: int = 64
+    protocol: str = "validation"
+    device: str = "cpu"
+    data_root: str | None = None
+    valid_fraction: float = 0.1
+    train: dict[str, Any] = field(default_factory=dict)
+    data_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    embedding_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    model_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ks: tuple[int, ...] = DEFAULT_KS
+    eval_batch_size: int = 1024
+
+    def __post_init__(self) -> None:
+        for name, kind in get_type_hints(SweepConfig).items():
+            setattr(self, name, _coerce(getattr(self, name), kind, name))
+        for name in ("datasets", "backbones", "methods", "budgets", "seeds", "ks"):
+            _check_unique(getattr(self, name), name)
+        self._check_names()
+        self._check_ranges()
+        self.train = self._checked_train()
+        for name, grid in (
+            ("data_options", self.datasets),
+            ("embedding_options", self.methods),
+            ("model_options", self.backbones),
+        ):
+            unused = sorted(set(getattr(self, name)) - set(grid))
+            if unused:
+                raise SweepConfigError(f"{name}: {unused} not in the sweep's {list(grid)}")
+
+    def _check_names(self) -> None:
+        for name, known in (("backbones", MODELS), ("methods", EMBEDDINGS)):
+            unknown = [v for v in getattr(self, name) if v not in known]
+            if unknown:
+                raise SweepConfigError(f"{name}: unknown {unknown}; choose from {sorted(known)}")
+        for dataset in self.datasets:
+            if dataset not in DATASET_NAMES and not Path(dataset).is_dir():
+                raise SweepConfigError(
+                    f"datasets: {dataset!r} is neither a known data set {list(DATASET_NAMES)} "
+                    "nor a folder"
+                )
+        if self.protocol not in PROTOCOLS:
+            raise SweepConfigError(f"protocol: must be one of {PROTOCOLS}, got {self.protocol!r}")
+
+    def _check_ranges(self) -> None:
+        outside = [b for b in self.budgets if not 0.0 < b <= FULL_BUDGET]
+        if outside:
+            raise SweepConfigError(f"budgets: {outside} outside (0, 1]")
+        if FULL_BUDGET in self.budgets and "full" not in self.methods:
+            raise SweepConfigError(
+                "budgets: 1.0 is the full model's budget; add 'full' to methods or remove 1.0"
+            )
+        for name in ("dim", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise SweepConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if any(k < 1 for k in self.ks):
+            raise SweepConfigError(f"ks: every cut-off must be >= 1, got {list(self.ks)}")
+        if not 0.0 <= self.valid_fraction < 1.0:
+            raise SweepConfigError(f"valid_fraction: must be in [0, 1), got {self.valid_fraction}")
+
+    def _checked_train(self) -> dict[str, Any]:
+        """``train`` with checked types; a :class:`TrainConfig` is built once to check values."""
+        hints = get_type_hints(TrainConfig)
+        checked: dict[str, Any] = {"progress": False}
+        for name, value in self.train.items():
+            if name == "seed":
+                raise SweepConfigError("train.seed: set by the sweep's seeds, not here")
+            if name not in hints:
+                raise SweepConfigError(
+                    f"train.{name}: unknown field; known: {sorted(set(hints) - {'seed'})}"
+                )
+            checked[name] = _coerce(value, hints[name], f"train.{name}")
+        try:
+            TrainConfig(**checked)
+        except ValueError as error:
+            raise SweepConfigError(f"train: {error}") from None
+        return checked
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> SweepConfig:
+        """A checked configuration from a mapping of field names (unknown names rejected)."""
+        if not isinstance(values, Mapping):
+            raise SweepConfigError(f"expected a mapping of fields, got {type(values).__name__}")
+        known = [f.name for f in dataclasses.fields(cls)]
+        for name in values:
+            if name not in known:
+                raise SweepConfigError(f"{name}: unknown field; known: {known}")
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> SweepConfig:
+        """Read and check a YAML file; errors name the file and the field."""
+        path = Path(path)
+        try:
+            values = yaml.load(path.read_text(), Loader=_YamlLoader)
+            return cls.from_dict(values)
+        except yaml.YAMLError as error:
+            raise SweepConfigError(f"{path}: not valid YAML: {error}") from None
+        except SweepConfigError as error:
+            raise SweepConfigError(f"{path}: {error}") from None
+
+    def budget_groups(self, method: str) -> list[tuple[float, ...]]:
+        """Budgets of each run of ``method``: ``full`` once at 1.0, a pruning method all its
+        budgets in one run, the others one run per budget (1.0 excluded)."""
+        if method == "full":
+            return [(FULL_BUDGET,)]
+        budgets = tuple(sorted((b for b in self.budgets if b < FULL_BUDGET), reverse=True))
+        if EMBEDDINGS[method].prunable:
+            return [budgets]
+        return [(b,) for b in budgets]
+
+    def experiment(
+        self, dataset: str, backbone: str, method: str, budgets: tuple[float, ...], seed: int
+    ) -> ExperimentConfig:
+        """The configuration of one run of the grid."""
+        try:
+            return ExperimentConfig(
+                dataset=dataset,
+                backbone=backbone,
+                method=method,
+                budgets=budgets,
+                dim=self.dim,
+                protocol=self.protocol,
+                seed=seed,
+                device=self.device,
+                data_root=self.data_root,
+                valid_fraction=self.valid_fraction,
+                train=TrainConfig(**self.train, seed=seed),
+                embedding_options=dict(self.embedding_options.get(method, {})),
+                model_options=dict(self.model_options.get(backbone, {})),
+                data_options=dict(self.data_options.get(dataset, {})),
+                ks=self.ks,
+                eval_batch_size=self.eval_batch_size,
+            )
+        except ValueError as error:
+            raise SweepConfigError(str(error)) from None
+
+    def runs(self) -> list[SweepRun]:
+        """Every run of the grid, seed by seed (so a partial sweep compares all methods)."""
+        runs = []
+        for dataset, backbone, seed, method in itertools.product(
+            self.datasets, self.backbones, self.seeds, self.methods
+        ):
+            for budgets in self.budget_groups(method):
+                config = self.experiment(dataset, backbone, method, budgets, seed)
+                runs.append(SweepRun(run_key(config), config))
+        return runs
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One run of a sweep: its stable key and its configuration."""
+
+    key: str
+    config: ExperimentConfig
+
+    def describe(self) -> str:
+        """``dataset/backbone/method seed s budgets b1,b2`` for messages."""
+        c = self.config
+        budgets = ",".join(f"{b:g}" for b in c.budgets)
+        return f"{c.dataset}/{c.backbone}/{c.method} seed {c.seed} budgets {budgets}"
+
+
+def run_key(config: ExperimentConfig) -> str:
+    """16 hex digits of the SHA-256 of the canonical JSON of everything that changes results."""
+    values = dataclasses.asdict(config)
+    for name in KEY_IGNORED:
+        del values[name]
+    del values["train"]["progress"]
+    canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def row_key(key: str, budget: float) -> str:
+    """Key of one row: the run's key and the budget (pruning runs have one row per budget)."""
+    return f"{key}-{float(budget)}"
+
+
+# ----------------------------------------------------------------------------- result store
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file, then rename: a kill leaves the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _json_value(value: Any) -> Any:
+    """JSON fallback for NumPy and torch scalars."""
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _config_columns(config: Mapping[str, Any]) -> Record:
+    """The configuration fields that a result record does not already carry, flattened."""
+    columns = {f"train.{name}": value for name, value in config["train"].items()}
+    del columns["train.progress"]
+    for name in ("valid_fraction", "data_root", "eval_batch_size"):
+        columns[name] = config[name]
+    for name in ("data_options", "embedding_options", "model_options", "ks"):
+        columns[name] = json.dumps(config[name], sort_keys=True)
+    columns["run_budgets"] = json.dumps(config["budgets"])
+    return columns
+
+
+class ResultStore:
+    """Finished runs of a folder, one file per run, and the tidy table built from them.
+
+    Layout of ``folder``:
+
+    - ``runs/<key>.json``: the configuration, wall time and result records of a finished run.
+    - ``failures/<key>.json``: the error of a failed run (removed once it succeeds).
+    - ``checkpoints/<key>/``: per-stage checkpoints of a run in progress.
+    - ``results.csv``: one row per record of every finished run, with the configuration
+      columns, ``run_key`` and ``row_key``; regenerated from ``runs/`` after every run.
+
+    Every file is written atomically, so the folder is consistent whenever a sweep is killed.
+    Only one process (the sweep's driver) writes to a store.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.runs_dir = self.folder / "runs"
+        self.failures_dir = self.folder / "failures"
+        self.table_path = self.folder / "results.csv"
+
+    def checkpoint_dir(self, key: str) -> Path:
+        """Where the run ``key`` keeps its checkpoints while it runs."""
+        return (self.folder / "checkpoints" / key).resolve()
+
+    def finished(self) -> set[str]:
+        """Keys of the runs stored so far."""
+        return {path.stem for path in self.runs_dir.glob("*.json")}
+
+    def save(self, run: SweepRun, records: list[Record], seconds: float) -> None:
+        """Store a finished run, forget its failure and checkpoints, regenerate the table."""
+        payload = {
+            "key": run.key,
+            "config": dataclasses.asdict(run.config),
+            "seconds": seconds,
+            "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "records": records,
+        }
+        text = json.dumps(payload, indent=1, default=_json_value)
+        _write_atomic(self.runs_dir / f"{run.key}.json", text)
+        (self.failures_dir / f"{run.key}.json").unlink(missing_ok=True)
+        shutil.rmtree(self.checkpoint_dir(run.key), ignore_errors=True)
+        self.write_table()
+
+    def save_failure(self, run: SweepRun, error: str) -> None:
+        """Record why a run failed; the sweep goes on and a later sweep retries it."""
+        payload = {
+            "key": run.key,
+            "run": run.describe(),
+            "error": error,
+            "config": dataclasses.asdict(run.config),
+        }
+        _write_atomic(self.failures_dir / f"{run.key}.json", json.dumps(payload, indent=1))
+
+    def table(self) -> pd.DataFrame:
+        """Every record of every stored run, one row each, in a stable order."""
+        rows = []
+        for path in sorted(self.runs_dir.glob("*.json")):
+            run = json.loads(path.read_text())
+            extra = {
+                **_config_columns(run["config"]),
+                "run_seconds": run["seconds"],
+                "finished_at": run["finished_at"],
+            }
+            for record in run["records"]:
+                keys = {"run_key": run["key"], "row_key": row_key(run["key"], record["budget"])}
+                rows.append({**keys, **record, **extra})
+        order = ["dataset", "backbone", "seed", "method", "budget"]
+        table = pd.DataFrame(rows, columns=None if rows else ["run_key", "row_key", *order])
+        table = table.sort_values(order, ascending=[True] * 4 + [False])
+        return table.reset_index(drop=True)
+
+    def write_table(self) -> pd.DataFrame:
+        """Regenerate ``results.csv`` atomically from the stored runs; returns the table."""
+        table = self.table()
+        _write_atomic(self.table_path, table.to_csv(index=False))
+        return table
+
+
+# ----------------------------------------------------------------------------- execution
+
+
+def run_records(config: ExperimentConfig, checkpoint_dir: Path | None) -> list[Record]:
+    """The default runner: :func:`~cerp_core.experiment.run_experiment`'s records."""
+    return run_experiment(config, checkpoint_dir=checkpoint_dir).records
+
+
+@dataclass
+class RunOutcome:
+    """What a worker sends back: the records, or the error that stopped the run."""
+
+    key: str
+    records: list[Record] | None
+    error: str | None
+    seconds: float
+
+
+def execute(
+    run: SweepRun, checkpoint_dir: Path | None, runner: Runner, threads: int | None
+) -> RunOutcome:
+    """Run one configuration (in any process); an exception becomes the outcome's error."""
+    began = time.perf_counter()
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        records = runner(run.config, checkpoint_dir)
+    except Exception as error:  # a failed run is recorded, the sweep goes on
+        message = f"{type(error).__name__}: {error}\n{traceback.format_exc()}"
+        return RunOutcome(run.key, None, message, time.perf_counter() - began)
+    finally:
+        torch.set_num_threads(previous)
+    return RunOutcome(run.key, records, None, time.perf_counter() - began)
+
+
+Task = tuple[SweepRun, Path]
+
+
+def _local(tasks: list[Task], runner: Runner, workers: int) -> Iterator[RunOutcome]:
+    """One run at a time in this process, or ``workers`` spawned processes."""
+    if workers == 1:
+        for run, checkpoints in tasks:
+            yield execute(run, checkpoints, runner, None)
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futures = {
+            pool.submit(execute, run, checkpoints, runner, threads): run
+            for run, checkpoints in tasks
+        }
+        for future in as_completed(futures):
+            try:
+                yield future.result()
+            except Exception as error:  # e.g. a worker killed for memory
+                yield RunOutcome(futures[future].key, None, f"worker died: {error!r}", 0.0)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _ray(
+    tasks: list[Task], runner: Runner, workers: int, address: str | None
+) -> Iterator[RunOutcome]:
+    """Runs as Ray tasks (one CPU each, one GPU for CUDA runs), collected as they finish.
+
+    Connects to the cluster at ``address``, or starts a local instance with ``workers`` CPUs
+    (shut down at the end); an already initialised Ray is reused as it is. Cluster nodes need
+    ``cerp-suite`` installed and the data sets under the same paths; a task keeps its
+    checkpoints on the node that runs it.
+    """
+    try:
+        import ray
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError(
+            "the ray backend needs Ray: pip install 'cerp-suite[ray]'"
+        ) from None
+
+    started = not ray.is_initialized()
+    if started and address:
+        ray.init(address=address)
+    elif started:
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = ray.remote(execute)
+        pending = {}
+        for run, checkpoints in tasks:
+            gpus = 1 if run.config.device.startswith("cuda") else 0
+            ref = remote.options(num_cpus=1, num_gpus=gpus).remote(run, checkpoints, runner, 1)
+            pending[ref] = run
+        while pending:
+            (ref,), _ = ray.wait(list(pending), num_returns=1)
+            run = pending.pop(ref)
+            try:
+                yield ray.get(ref)
+            except ray.exceptions.RayError as error:
+                yield RunOutcome(run.key, None, f"Ray task failed: {error}", 0.0)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+@dataclass
+class SweepResult:
+    """Outcome of :func:`run_sweep`: this sweep's rows and what happened to its runs."""
+
+    results: pd.DataFrame
+    done: list[str]
+    skipped: list[str]
+    failed: dict[str, str]
+    seconds: float
+    store: ResultStore
+
+    def summary(self) -> str:
+        """Counts, wall time, failures and mean Recall@20 per method and budget."""
+        lines = [
+            f"sweep: {len(self.done)} runs done, {len(self.skipped)} skipped (already stored), "
+            f"{len(self.failed)} failed, in {datetime.timedelta(seconds=round(self.seconds))}",
+            f"results: {self.store.table_path} ({len(self.results)} rows of this sweep)",
+        ]
+        if self.failed:
+            lines.append(f"failed runs (details in {self.store.failures_dir}):")
+            lines += [f"  {key}: {error.splitlines()[0]}" for key, error in self.failed.items()]
+        if SUMMARY_METRIC in self.results and len(self.results):
+            table = self.results.pivot_table(
+                index=["dataset", "backbone", "method"],
+                columns="budget",
+                values=SUMMARY_METRIC,
+                aggfunc="mean",
+                sort=False,
+            )
+            table = table[sorted(table.columns, reverse=True)]
+            lines.append(f"{SUMMARY_METRIC} (mean over seeds) by budget:")
+            lines.append(table.to_string(float_format="{:.4f}".format, na_rep="-"))
+        return "\n".join(lines)
+
+
+def run_sweep(
+    config: SweepConfig,
+    out: str | Path,
+    backend: str = "local",
+    workers: int = 1,
+    address: str | None = None,
+    runner: Runner = run_records,
+    progress: bool = True,
+) -> SweepResult:
+    """Run every run of ``config`` not yet stored in ``out``; results go to ``out``.
+
+    Args:
+        config: The grid.
+        out: Folder of the :class:`ResultStore` (created if missing).
+        backend: ``"local"`` or ``"ray"``.
+        workers: Local processes at once (1: in this process), or CPUs of the local Ray
+            instance that the ``"ray"`` backend starts without ``address``.
+        address: Address of an existing Ray cluster (``"auto"``, ``"ray://host:10001"``).
+        runner: Turns a configuration and a checkpoint folder into result records; must be
+            picklable for process pools and Ray. (default: :func:`run_records`)
+        progress: Show the overall progress bar.
+
+    A run that raises is recorded under ``out/failures/`` and the sweep goes on.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if address is not None and backend != "ray":
+        raise ValueError("address is only used by the ray backend")
+    began = time.perf_counter()
+    store = ResultStore(out)
+    store.write_table()  # brings the table up to date after a kill between two writes
+    runs = {run.key: run for run in config.runs()}
+    finished = store.finished()
+    skipped = [key for key in runs if key in finished]
+    tasks = [(run, store.checkpoint_dir(key)) for key, run in runs.items() if key not in finished]
+    if backend == "ray" and tasks:
+        outcomes = _ray(tasks, runner, workers, address)
+    else:
+        outcomes = _local(tasks, runner, workers)
+    done: list[str] = []
+    failed: dict[str, str] = {}
+    bar = tqdm(
+        total=len(runs), initial=len(skipped), desc="sweep", unit="run", disable=not progress
+    )
+    with bar:
+        for outcome in outcomes:
+            run = runs[outcome.key]
+            if outcome.records is None:
+                store.save_failure(run, outcome.error or "unknown error")
+                failed[outcome.key] = f"{run.describe()}: {outcome.error}"
+            else:
+                store.save(run, outcome.records, outcome.seconds)
+                done.append(outcome.key)
+            bar.set_postfix(last=run.describe(), failed=len(failed))
+            bar.update()
+    table = store.table()
+    order = table["run_key"].map({key: i for i, key in enumerate(runs)})
+    results = table.assign(_order=order).dropna(subset="_order")
+    results = results.sort_values(["_order", "budget"], ascending=[True, False], kind="stable")
+    results = results.drop(columns="_order").reset_index(drop=True)
+    return SweepResult(results, done, skipped, failed, time.perf_counter() - began, store)
+
+
+def sweep_main(
+    config_path: Path, out: Path, backend: str, address: str | None, workers: int
+) -> pd.DataFrame:
+    """``python -m cerp_core sweep``: run the YAML sweep, print its summary, return its rows."""
+    config = SweepConfig.from_yaml(config_path)
+    result = run_sweep(config, out, backend=backend, workers=workers, address=address)
+    print(result.summary())
+    return result.results
+
+
+__all__ = [
+    "ResultStore",
+    "RunOutcome",
+    "SweepConfig",
+    "SweepConfigError",
+    "SweepResult",
+    "SweepRun",
+    "run_key",
+    "run_records",
+    "run_sweep",
+    "row_key",
+    "sweep_main",
+]

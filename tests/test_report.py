@@ -1,0 +1,182 @@
+"""Reports on a fixed results table: summaries, paper tables, Markdown, LaTeX, fronts, ratios."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from cerp_core.report import (
+    paper_table,
+    pareto_front,
+    relative_accuracy,
+    summarize,
+    to_latex,
+    to_markdown,
+    tradeoff,
+)
+
+FULL = 1000
+# dataset, backbone, method, budget, seed, recall@20, ndcg@20
+ROWS = [
+    ("toy", "mf", "full", 1.0, 0, 0.20, 0.10),
+    ("toy", "mf", "full", 1.0, 1, 0.22, 0.12),
+    ("toy", "mf", "hash", 0.2, 0, 0.10, 0.05),
+    ("toy", "mf", "hash", 0.2, 1, 0.12, 0.07),
+    ("toy", "mf", "hash", 0.1, 0, 0.08, 0.04),
+    ("toy", "mf", "hash", 0.1, 1, 0.10, 0.05),
+    ("toy", "mf", "my_cerp", 0.2, 0, 0.16, 0.05),
+    ("toy", "mf", "my_cerp", 0.2, 1, 0.18, 0.06),
+    ("toy", "mf", "my_cerp", 0.1, 0, 0.15, 0.04),
+    ("toy", "mf", "my_cerp", 0.1, 1, 0.15, 0.05),
+    ("toy", "lightgcn", "full", 1.0, 0, 0.30, 0.20),
+    ("toy", "lightgcn", "hash", 0.2, 0, 0.12, 0.11),
+]
+
+
+@pytest.fixture
+def results() -> pd.DataFrame:
+    frame = pd.DataFrame(
+        ROWS, columns=["dataset", "backbone", "method", "budget", "seed", "recall@20", "ndcg@20"]
+    )
+    frame["num_params"] = (frame["budget"] * FULL).astype(int)
+    frame["param_fraction"] = frame["budget"]
+    frame["memory_bytes"] = frame["num_params"] * 4
+    return frame
+
+
+def test_summarize_means_and_sample_stds_over_seeds(results: pd.DataFrame) -> None:
+    summary = summarize(results)
+    assert list(summary["method"][:3]) == ["full", "hash", "hash"]  # order of appearance
+    summary = summary.set_index(["backbone", "method", "budget"])
+    row = summary.loc[("mf", "my_cerp", 0.2)]
+    assert row["seeds"] == 2
+    assert row["num_params"] == 200
+    assert row["recall@20_mean"] == pytest.approx(0.17)
+    assert row["recall@20_std"] == pytest.approx(math.sqrt(2) * 0.01)
+    assert math.isnan(summary.loc[("lightgcn", "hash", 0.2), "ndcg@20_std"])
+
+
+def test_paper_table_cells_best_marks_and_layout(results: pd.DataFrame) -> None:
+    table = paper_table(results, precision=3)
+    assert table.index.names == ["dataset", "backbone", "method"]
+    assert list(table.index.get_level_values("method")) == [
+        "full",
+        "hash",
+        "my_cerp",
+        "full",
+        "hash",
+    ]
+    assert list(table.columns) == [
+        (1.0, "recall@20"),
+        (1.0, "ndcg@20"),
+        (0.2, "recall@20"),
+        (0.2, "ndcg@20"),
+        (0.1, "recall@20"),
+        (0.1, "ndcg@20"),
+    ]
+    table = table.sort_index()  # for fast lookups; the order is checked above
+    mf = table.loc[("toy", "mf")]
+    assert mf.loc["my_cerp", (0.2, "recall@20")] == "**0.170 ± 0.014**"
+    assert mf.loc["hash", (0.2, "recall@20")] == "0.110 ± 0.014"
+    assert mf.loc["hash", (0.2, "ndcg@20")] == "**0.060 ± 0.014**"
+    assert mf.loc["my_cerp", (0.2, "ndcg@20")] == "0.055 ± 0.007"
+    # a tie marks both cells; a column with a single result marks nothing
+    assert mf.loc["hash", (0.1, "ndcg@20")] == "**0.045 ± 0.007**"
+    assert mf.loc["my_cerp", (0.1, "ndcg@20")] == "**0.045 ± 0.007**"
+    assert mf.loc["full", (1.0, "recall@20")] == "0.210 ± 0.014"
+    assert mf.loc["full", (0.2, "recall@20")] == "-"
+    # one seed: no std; the lightgcn panel is compared only with itself
+    lightgcn = table.loc[("toy", "lightgcn")]
+    assert lightgcn.loc["hash", (0.2, "recall@20")] == "0.120"
+    assert lightgcn.loc["hash", (0.1, "recall@20")] == "-"
+
+
+def test_paper_table_selects_budgets(results: pd.DataFrame) -> None:
+    table = paper_table(results, metrics=["recall@20"], budgets=[0.1])
+    assert list(table.columns) == [(0.1, "recall@20")]
+    with pytest.raises(ValueError, match=r"budgets \[0.5\] are not in the results"):
+        paper_table(results, budgets=[0.1, 0.5])
+
+
+def test_missing_column_is_named(results: pd.DataFrame) -> None:
+    with pytest.raises(KeyError, match="ndcg@20"):
+        paper_table(results.drop(columns="ndcg@20"))
+
+
+def test_markdown(results: pd.DataFrame) -> None:
+    table = paper_table(results[results["backbone"] == "mf"], metrics=["recall@20"], precision=2)
+    assert to_markdown(table) == "\n".join(
+        [
+            "| dataset | backbone | method | 1.0 recall@20 | 0.2 recall@20 | 0.1 recall@20 |",
+            "| --- | --- | --- | ---: | ---: | ---: |",
+            "| toy | mf | full | 0.21 ± 0.01 | - | - |",
+            "| toy | mf | hash | - | 0.11 ± 0.01 | 0.09 ± 0.01 |",
+            "| toy | mf | my_cerp | - | **0.17 ± 0.01** | **0.15 ± 0.00** |",
+        ]
+    )
+
+
+def test_latex(results: pd.DataFrame) -> None:
+    latex = to_latex(paper_table(results, precision=2)).splitlines()
+    assert latex[0] == r"\begin{tabular}{lllrrrrrr}"
+    assert latex[2] == (
+        r" &  &  & \multicolumn{2}{c}{1.0} & \multicolumn{2}{c}{0.2} & \multicolumn{2}{c}{0.1} \\"
+    )
+    assert latex[3] == r"\cmidrule(lr){4-5} \cmidrule(lr){6-7} \cmidrule(lr){8-9}"
+    assert latex[4] == (
+        r"dataset & backbone & method & recall@20 & ndcg@20 & recall@20 & ndcg@20 "
+        r"& recall@20 & ndcg@20 \\"
+    )
+    assert latex[8] == (
+        r" &  & my\_cerp & - & - & \textbf{0.17 $\pm$ 0.01} & 0.06 $\pm$ 0.01 "
+        r"& \textbf{0.15 $\pm$ 0.00} & \textbf{0.04 $\pm$ 0.01} \\"
+    )
+    assert latex[9] == r"\midrule"  # between panels
+    assert latex[10].startswith(r" & lightgcn & full & 0.30 & 0.20 & ")
+    assert latex[-2:] == [r"\bottomrule", r"\end{tabular}"]
+
+
+def test_pareto_front_per_panel(results: pd.DataFrame) -> None:
+    front = pareto_front(results)
+    mf = front[front["backbone"] == "mf"]
+    assert list(zip(mf["method"], mf["budget"], strict=True)) == [
+        ("my_cerp", 0.1),
+        ("my_cerp", 0.2),
+        ("full", 1.0),
+    ]
+    assert list(mf["num_params"]) == [100, 200, 1000]
+    lightgcn = front[front["backbone"] == "lightgcn"]
+    assert list(lightgcn["method"]) == ["hash", "full"]
+
+
+def test_tradeoff_points_flag_the_front(results: pd.DataFrame) -> None:
+    points = tradeoff(results, y="ndcg@20")
+    mf = points[points["backbone"] == "mf"].set_index(["method", "budget"])
+    assert mf.loc[("hash", 0.1), "memory_bytes"] == 400
+    assert mf.loc[("hash", 0.1), "ndcg@20"] == pytest.approx(0.045)
+    # hash and my_cerp tie at 0.1; hash 0.2 beats my_cerp 0.2 on ndcg
+    assert mf["pareto"].to_dict() == {
+        ("full", 1.0): True,
+        ("hash", 0.2): True,
+        ("hash", 0.1): True,
+        ("my_cerp", 0.2): False,
+        ("my_cerp", 0.1): True,
+    }
+
+
+def test_relative_accuracy_pairs_seeds_with_the_full_model(results: pd.DataFrame) -> None:
+    relative = relative_accuracy(results).set_index(["backbone", "method", "budget"])
+    expected = (0.16 / 0.20 + 0.18 / 0.22) / 2
+    assert relative.loc[("mf", "my_cerp", 0.2), "relative_recall@20_mean"] == pytest.approx(
+        expected
+    )
+    assert relative.loc[("mf", "full", 1.0), "relative_ndcg@20_mean"] == pytest.approx(1.0)
+    assert relative.loc[("lightgcn", "hash", 0.2), "relative_recall@20_mean"] == pytest.approx(0.4)
+
+
+def test_relative_accuracy_needs_the_full_model(results: pd.DataFrame) -> None:
+    lacking = results[~((results["backbone"] == "lightgcn") & (results["method"] == "full"))]
+    with pytest.raises(ValueError, match=r"no 'full' model for \['toy/lightgcn'\]"):
+        relative_accuracy(lacking)

@@ -1,0 +1,291 @@
+"""Sweeps: configuration checks, grid expansion, the resumable store, kill-and-resume, backends."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import ray
+import yaml
+
+from cerp_core.experiment import ExperimentConfig
+from cerp_core.sweep import (
+    ResultStore,
+    SweepConfig,
+    SweepConfigError,
+    run_key,
+    run_sweep,
+    sweep_main,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+TINY: dict[str, Any] = {
+    "methods": ["full", "hash", "cerp"],
+    "budgets": [0.2, 0.1],
+    "dim": 8,
+    "train": {"epochs": 2},
+    "data_options": {"synthetic": {"num_users": 150, "num_items": 200}},
+}
+TINY_ROWS = 5  # full at 1.0, hash at 0.2 and 0.1, cerp at 0.2 and 0.1 (one pruning run)
+TINY_RUNS = 4
+
+
+def compared(results: pd.DataFrame) -> pd.DataFrame:
+    """The columns that must not depend on the backend, by row key."""
+    columns = [
+        c
+        for c in results.columns
+        if c.startswith(("recall@", "ndcg@", "valid_"))
+        or c in ("num_params", "memory_bytes", "best_epoch", "epochs", "snapshot_source")
+    ]
+    return results.set_index("row_key").sort_index()[columns]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    """The tiny sweep run sequentially in this process, uninterrupted."""
+    out = tmp_path_factory.mktemp("reference")
+    result = run_sweep(SweepConfig.from_dict(TINY), out, progress=False)
+    assert not result.failed and len(result.results) == TINY_ROWS
+    return result.results
+
+
+# ----------------------------------------------------------------------------- configuration
+
+
+@pytest.mark.parametrize("name", ["quick", "gowalla-mf", "paper"])
+def test_shipped_configs_are_valid(name: str) -> None:
+    config = SweepConfig.from_yaml(REPO / "configs" / f"{name}.yaml")
+    runs = config.runs()
+    assert len({run.key for run in runs}) == len(runs) > 0
+    assert all(run.config.train.progress is False for run in runs)
+
+
+def test_quick_config_covers_every_method() -> None:
+    config = SweepConfig.from_yaml(REPO / "configs" / "quick.yaml")
+    methods = {run.config.method for run in config.runs()}
+    assert methods == {"full", "hash", "qr", "tt", "pep", "magprune", "cerp", "cerp-noreg"}
+
+
+BAD_CONFIGS = [
+    ("metods: [full]", "metods: unknown field"),
+    ("dim: sixty-four", "dim: expected int, got str 'sixty-four'"),
+    ("dim: 0", "dim: must be >= 1"),
+    ("methods: [full, cerb]", "methods: unknown ['cerb']"),
+    ("backbones: [mf, gcn]", "backbones: unknown ['gcn']"),
+    ("datasets: [gowala]", "datasets: 'gowala' is neither a known data set"),
+    ("budgets: [0.1, 1.5]", "budgets: [1.5] outside (0, 1]"),
+    ("budgets: [0.0]", "budgets: [0.0] outside (0, 1]"),
+    ("budgets: [0.1, 0.1]", "budgets: [0.1] listed more than once"),
+    ("budgets: 0.1", "budgets: expected a non-empty list of float, got float 0.1"),
+    ("budgets: [0.1, high]", "budgets[1]: expected float, got str 'high'"),
+    ("budgets: [1.0, 0.1]\nmethods: [cerp]", "budgets: 1.0 is the full model's budget"),
+    ("seeds: []", "seeds: expected a non-empty list of int"),
+    ("protocol: papers", "protocol: must be one of"),
+    ("train: {epoch: 3}", "train.epoch: unknown field"),
+    ("train: {lr: fast}", "train.lr: expected float, got str 'fast'"),
+    ("train: {epochs: 0}", "train: TrainConfig.epochs must be >= 1"),
+    ("train: {seed: 1}", "train.seed: set by the sweep's seeds"),
+    ("train: [1, 2]", "train: expected a mapping"),
+    ("model_options: {lightgcn: {num_layers: 2}}", "model_options: ['lightgcn'] not in"),
+    ("embedding_options: {cerp: 3}", "embedding_options.cerp: expected a mapping"),
+    ("- full\n- hash", "expected a mapping of fields, got list"),
+    ("methods: [full\nseeds: [0]", "not valid YAML"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_CONFIGS)
+def test_bad_config_files_name_the_file_and_field(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(SweepConfigError) as error:
+        SweepConfig.from_yaml(path)
+    assert str(error.value).startswith(f"{path}: ")
+    assert message in str(error.value)
+
+
+def test_yaml_reads_exponents_as_floats(tmp_path: Path) -> None:
+    path = tmp_path / "sweep.yaml"
+    path.write_text("train: {lr: 1e-3, weight_decay: 5E-5}\nvalid_fraction: 0\n")
+    config = SweepConfig.from_yaml(path)
+    assert config.train["lr"] == 1e-3 and config.train["weight_decay"] == 5e-5
+    assert config.valid_fraction == 0.0 and isinstance(config.valid_fraction, float)
+
+
+def test_runs_expand_the_grid() -> None:
+    config = SweepConfig.from_dict(
+        {
+            "backbones": ["mf", "lightgcn"],
+            "methods": ["full", "hash", "pep"],
+            "budgets": [0.05, 1.0, 0.2],
+            "seeds": [0, 7],
+            "train": {"lr": 0.01},
+            "embedding_options": {"pep": {"threshold_init": -15.0}},
+            "model_options": {"lightgcn": {"num_layers": 2}},
+        }
+    )
+    runs = config.runs()
+    grid = [(r.config.backbone, r.config.seed, r.config.method, r.config.budgets) for r in runs]
+    per_seed = [("full", (1.0,)), ("hash", (0.2,)), ("hash", (0.05,)), ("pep", (0.2, 0.05))]
+    assert grid == [
+        (backbone, seed, method, budgets)
+        for backbone in ("mf", "lightgcn")
+        for seed in (0, 7)
+        for method, budgets in per_seed
+    ]
+    for run in runs:
+        assert run.config.train.seed == run.config.seed
+        assert run.config.train.lr == 0.01
+        pep = run.config.method == "pep"
+        assert run.config.embedding_options == ({"threshold_init": -15.0} if pep else {})
+        lightgcn = run.config.backbone == "lightgcn"
+        assert run.config.model_options == ({"num_layers": 2} if lightgcn else {})
+
+
+def test_run_key_ignores_what_does_not_change_results() -> None:
+    config = SweepConfig.from_dict(TINY).runs()[0].config
+    same = dataclasses.replace(
+        config,
+        data_root="/elsewhere",
+        eval_batch_size=7,
+        train=dataclasses.replace(config.train, progress=True),
+    )
+    assert run_key(same) == run_key(config)
+    other_lr = dataclasses.replace(config, train=dataclasses.replace(config.train, lr=0.5))
+    assert run_key(other_lr) != run_key(config)
+    assert run_key(dataclasses.replace(config, seed=1)) != run_key(config)
+    assert run_key(ExperimentConfig()) != run_key(config)
+
+
+# ----------------------------------------------------------------------------- store
+
+
+def stub_runner(
+    config: ExperimentConfig, checkpoint_dir: Path | None, broken: frozenset[str] = frozenset()
+) -> list[dict[str, Any]]:
+    """Instant records; methods in ``broken`` raise."""
+    if config.method in broken:
+        raise RuntimeError(f"{config.method} is broken today")
+    return [
+        {
+            "dataset": config.dataset,
+            "backbone": config.backbone,
+            "method": config.method,
+            "budget": budget,
+            "seed": config.seed,
+            "recall@20": budget / 10 + config.seed,
+        }
+        for budget in config.budgets
+    ]
+
+
+def test_store_skips_finished_runs_and_retries_failures(tmp_path: Path) -> None:
+    config = SweepConfig.from_dict(
+        {"methods": ["full", "hash", "qr"], "budgets": [0.2, 0.1], "train": {"lr": 0.02}}
+    )
+    broken = functools.partial(stub_runner, broken=frozenset({"qr"}))
+    first = run_sweep(config, tmp_path, runner=broken, progress=False)
+    assert (len(first.done), len(first.skipped), len(first.failed)) == (3, 0, 2)
+    assert sorted(p.stem for p in (tmp_path / "failures").iterdir()) == sorted(first.failed)
+    summary = first.summary()
+    assert "3 runs done, 0 skipped (already stored), 2 failed" in summary
+    assert "qr seed 0 budgets 0.2: RuntimeError: qr is broken today" in summary
+    assert len(pd.read_csv(tmp_path / "results.csv")) == 3
+
+    # a write cut short leaves a temporary file, a kill between writes a stale table
+    (tmp_path / "runs" / ".cut.json.123.tmp").write_text("{")
+    (tmp_path / "results.csv").unlink()
+    second = run_sweep(config, tmp_path, runner=stub_runner, progress=False)
+    assert (len(second.done), len(second.skipped), len(second.failed)) == (2, 3, 0)
+    assert not list((tmp_path / "failures").iterdir())
+    table = pd.read_csv(tmp_path / "results.csv")
+    assert len(table) == 5 and table["row_key"].is_unique
+    assert set(table["run_key"]) == {run.key for run in config.runs()}
+    assert list(second.results["method"]) == ["full", "hash", "hash", "qr", "qr"]
+    assert table.loc[table["method"] == "qr", "train.lr"].tolist() == [0.02, 0.02]
+
+    third = run_sweep(config, tmp_path, runner=stub_runner, progress=False)
+    assert (len(third.done), len(third.skipped)) == (0, 5)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "results.csv"), table)
+
+
+def test_store_keeps_other_sweeps_rows(tmp_path: Path) -> None:
+    run_sweep(SweepConfig.from_dict({"seeds": [0]}), tmp_path, runner=stub_runner, progress=False)
+    result = run_sweep(
+        SweepConfig.from_dict({"seeds": [1]}), tmp_path, runner=stub_runner, progress=False
+    )
+    assert list(result.results["seed"]) == [1]
+    assert sorted(ResultStore(tmp_path).table()["seed"]) == [0, 1]
+
+
+def test_bad_backend_arguments() -> None:
+    config = SweepConfig()
+    with pytest.raises(ValueError, match="backend must be one of"):
+        run_sweep(config, "unused", backend="spark")
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        run_sweep(config, "unused", workers=0)
+
+
+# ----------------------------------------------------------------------------- real runs
+
+
+def test_resume_after_kill(
+    tmp_path: Path, reference: pd.DataFrame, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SIGKILL a sweep once its first run is stored; the restart (a process pool) runs only
+    the rest, keeps the stored run untouched, and ends with the uninterrupted sweep's rows."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "out"
+    script = (
+        "import sys; from pathlib import Path; from cerp_core.sweep import sweep_main; "
+        "sweep_main(Path(sys.argv[1]), Path(sys.argv[2]), 'local', None, 1)"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, str(config), str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list((out / "runs").glob("*.json")):
+            assert process.poll() is None, "the sweep ended before storing a run"
+            assert time.monotonic() < deadline, "no run stored in time"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    stored = {path: path.stat().st_mtime_ns for path in (out / "runs").glob("*.json")}
+    assert 1 <= len(stored) < TINY_RUNS
+
+    results = sweep_main(config, out, backend="local", address=None, workers=2)
+
+    left = TINY_RUNS - len(stored)
+    assert f"{left} runs done, {len(stored)} skipped (already stored), 0 failed" in (
+        capsys.readouterr().out
+    )
+    assert {path: path.stat().st_mtime_ns for path in stored} == stored
+    table = pd.read_csv(out / "results.csv")
+    assert len(table) == TINY_ROWS and table["row_key"].is_unique
+    assert sorted(table["row_key"]) == sorted(reference["row_key"])
+    assert not list((out / "checkpoints").iterdir())
+    pd.testing.assert_frame_equal(compared(results), compared(reference))
+    pd.testing.assert_frame_equal(compared(table), compared(reference))
+
+
+def test_ray_backend_matches_local(tmp_path: Path, reference: pd.DataFrame) -> None:
+    result = run_sweep(
+        SweepConfig.from_dict(TINY), tmp_path, backend="ray", workers=2, progress=False
+    )
+    assert not result.failed and len(result.done) == TINY_RUNS
+    assert not ray.is_initialized()  # the local instance it started is shut down
+    pd.testing.assert_frame_equal(compared(result.results), compared(reference))
