@@ -236,9 +236,8 @@ def _run_epoch(
     batches = _epoch_batches(data, config, epoch, device)
     total = -(-data.train.nnz // config.batch_size)
     for users, items in tqdm(batches, total=total, leave=False, disable=not config.progress):
-        scores = model(users, items)
+        scores, layer0 = model.score_batch(users, items)
         task = bpr_loss(scores[:, 0], scores[:, 1:])
-        layer0 = model.regularization_embeddings(users, items)
         l2 = config.l2 * 0.5 * layer0.pow(2).sum() / len(users)
         prune = (
             model.embedding.pruning_loss(layer0, prune_epoch)

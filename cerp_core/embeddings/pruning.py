@@ -105,10 +105,13 @@ class PrunableEmbedding(CompactEmbedding):
     def effective_rows(self, name: str, index: torch.Tensor | None = None) -> torch.Tensor:
         """Effective weights of table ``name`` (rows ``index`` only, if given).
 
-        Gathering before thresholding gives the same values as thresholding the whole table,
-        at the cost of the gathered rows only.
+        Thresholding commutes with gathering rows, so the cheaper order is taken: gather first
+        when fewer rows are asked for than the table has (a large PEP table), threshold the
+        whole table first otherwise (CERP's small tables under a large batch).
         """
         weight = getattr(self, name)
+        if index is not None and index.numel() >= weight.shape[0]:
+            return self.effective_rows(name)[index]
         if index is not None:
             weight = weight[index]
         if self.rewound:

@@ -54,9 +54,25 @@ class Recommender(nn.Module):
         """Entity ids of every item, ``[num_items]``, on the model's device."""
         return torch.arange(self.num_users, self.num_users + self.num_items, device=self.device)
 
+    def batch_ids(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Entity ids of a batch: ``users[B]``, then ``items[B, k]`` flattened, ``[B + B * k]``."""
+        return torch.cat([users, self.item_entities(items).reshape(-1)])
+
+    def score_batch(
+        self, users: torch.Tensor, items: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores ``[B, k]`` of ``users[b]`` for ``items[b, j]``, and the batch's layer-0 rows.
+
+        The layer-0 rows are the table's embeddings of :meth:`batch_ids` (``[B + B * k,
+        output_dim]``: one row per batch user, once per row however many items it is paired
+        with, then one per item, as in the authors' code), the input of CERP's pruning loss and
+        of the L2 penalty. Returning both lets training look the table up once per step.
+        """
+        raise NotImplementedError  # pragma: no cover - interface
+
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Scores of ``users[b]`` for ``items[b, j]``: ``[B]`` and ``[B, k]`` ids -> ``[B, k]``."""
-        raise NotImplementedError  # pragma: no cover - interface
+        return self.score_batch(users, items)[0]
 
     def scorer(self) -> Scorer:
         """Return ``f(users[n]) -> [n, num_items]`` scores; the work all users share is done once.
@@ -71,14 +87,9 @@ class Recommender(nn.Module):
         return self.scorer()(users)
 
     def regularization_embeddings(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Layer-0 (table) embeddings of a batch, ``[B + B * k, output_dim]``.
-
-        One row per batch user (``users[B]``, once per row however many items it is paired with)
-        followed by one row per item in ``items[B, k]``, as in the authors' code. This is the input
-        of CERP's pruning loss and of the L2 penalty.
-        """
-        ids = torch.cat([users, self.item_entities(items).reshape(-1)])
-        return self.embedding(ids)
+        """Layer-0 (table) embeddings of a batch, ``[B + B * k, output_dim]`` (see
+        :meth:`score_batch`)."""
+        return self.embedding(self.batch_ids(users, items))
 
     def extra_repr(self) -> str:
         return f"num_users={self.num_users}, num_items={self.num_items}"

@@ -89,19 +89,28 @@ class LightGCN(Recommender):
         # Derived from `train`, so it is rebuilt rather than saved with the weights.
         self.register_buffer("adjacency", adjacency, persistent=False)
 
-    def propagate(self) -> torch.Tensor:
-        """Final embeddings of all entities, ``[num_users + num_items, output_dim]``."""
+    def table(self) -> torch.Tensor:
+        """Layer-0 embeddings of all entities, ``[num_users + num_items, output_dim]``."""
         ids = torch.arange(self.embedding.num_entities, device=self.adjacency.device)
-        layer = self.embedding(ids)
+        return self.embedding(ids)
+
+    def propagate(self, layer0: torch.Tensor | None = None) -> torch.Tensor:
+        """Final embeddings of all entities, ``[num_users + num_items, output_dim]``, from the
+        layer-0 embeddings (default: :meth:`table`)."""
+        layer = self.table() if layer0 is None else layer0
         total = layer
         for _ in range(self.num_layers):
             layer = torch.sparse.mm(self.adjacency, layer)
             total = total + layer
         return total / (self.num_layers + 1)
 
-    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        final = self.propagate()
-        return torch.einsum("bd,bkd->bk", final[users], final[self.item_entities(items)])
+    def score_batch(
+        self, users: torch.Tensor, items: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        layer0 = self.table()
+        final = self.propagate(layer0)
+        scores = torch.einsum("bd,bkd->bk", final[users], final[self.item_entities(items)])
+        return scores, layer0[self.batch_ids(users, items)]
 
     def scorer(self) -> Scorer:
         final = self.propagate()

@@ -23,10 +23,13 @@ class MF(Recommender):
         num_items: Number of items.
     """
 
-    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        user_emb = self.embedding(users)  # [B, d]
-        item_emb = self.embedding(self.item_entities(items).reshape(-1)).view(*items.shape, -1)
-        return torch.einsum("bd,bkd->bk", user_emb, item_emb)
+    def score_batch(
+        self, users: torch.Tensor, items: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        layer0 = self.embedding(self.batch_ids(users, items))
+        user_emb = layer0[: len(users)]  # [B, d]
+        item_emb = layer0[len(users) :].view(*items.shape, -1)  # [B, k, d]
+        return torch.einsum("bd,bkd->bk", user_emb, item_emb), layer0
 
     def scorer(self) -> Scorer:
         item_emb_t = self.embedding(self.all_item_entities()).t()  # [d, num_items]

@@ -75,12 +75,15 @@ class NCFMLP(Recommender):
         self.chunk_elements = chunk_elements
         self._widest = max(hidden, default=1)
 
-    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        item_emb = self.embedding(self.item_entities(items).reshape(-1)).view(*items.shape, -1)
-        user_emb = self.embedding(users).unsqueeze(1).expand_as(item_emb)
+    def score_batch(
+        self, users: torch.Tensor, items: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        layer0 = self.embedding(self.batch_ids(users, items))
+        item_emb = layer0[len(users) :].view(*items.shape, -1)
+        user_emb = layer0[: len(users)].unsqueeze(1).expand_as(item_emb)
         x = torch.cat([user_emb, item_emb], dim=-1)
         x = x / torch.count_nonzero(x, dim=-1).clamp_min(1).unsqueeze(-1)
-        return self.mlp(x.reshape(-1, x.shape[-1])).view(items.shape)
+        return self.mlp(x.reshape(-1, x.shape[-1])).view(items.shape), layer0
 
     def scorer(self) -> Scorer:
         """Score every item without building the ``[n, num_items, 2d]`` input.
