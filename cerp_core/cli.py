@@ -1,4 +1,4 @@
-"""Command line: ``python -m cerp_core train|sweep|notebooks ...``.
+"""Command line: ``python -m cerp_core train|sweep|notebooks|report ...``.
 
 Bad input (unknown names, budgets outside (0, 1], impossible sizes, malformed data) prints one
 line, ``error: ...``, without a traceback, and exits with status 2.
@@ -133,6 +133,35 @@ def _notebooks(args: argparse.Namespace) -> None:
         print(f"executed {path}")
 
 
+def _add_report_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("report", help="tables and figures from a sweep's results.csv")
+    parser.add_argument("folder", type=Path, help="sweep output folder holding results.csv")
+
+
+def _report(args: argparse.Namespace) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    from cerp_core import plots, report
+
+    source = args.folder / "results.csv"
+    if not source.is_file():
+        raise FileNotFoundError(f"{source} not found; run a sweep with --out {args.folder} first")
+    results = pd.read_csv(source)
+    table = report.paper_table(results)
+    (args.folder / "table.md").write_text(report.to_markdown(table) + "\n")
+    (args.folder / "table.tex").write_text(report.to_latex(table) + "\n")
+    report.relative_accuracy(results).to_csv(args.folder / "relative_accuracy.csv", index=False)
+    report.pareto_front(results).to_csv(args.folder / "pareto_front.csv", index=False)
+    plots.use_style()
+    for (dataset, backbone), panel in results.groupby(["dataset", "backbone"]):
+        name = f"budget_curves_{dataset}_{backbone}"
+        plots.save_figure(plots.plot_budget_curves(panel), name, args.folder)
+    print(report.to_markdown(table))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``cerp_core`` argument parser with its sub-commands."""
     parser = argparse.ArgumentParser(prog="python -m cerp_core", description=__doc__)
@@ -140,10 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(commands)
     _add_sweep_parser(commands)
     _add_notebooks_parser(commands)
+    _add_report_parser(commands)
     return parser
 
 
-COMMANDS = {"train": _train, "sweep": _sweep, "notebooks": _notebooks}
+COMMANDS = {"train": _train, "sweep": _sweep, "notebooks": _notebooks, "report": _report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -32,7 +32,7 @@ LATEX_SPECIALS = {c: "\\" + c for c in "&%$#_{}"} | {
 def _require(results: pd.DataFrame, columns: Sequence[str]) -> None:
     missing = [c for c in columns if c not in results.columns]
     if missing:
-        raise KeyError(f"results table lacks the columns {missing}")
+        raise ValueError(f"results table lacks the columns {missing}")
 
 
 def summarize(results: pd.DataFrame, metrics: Sequence[str] = METRICS) -> pd.DataFrame:

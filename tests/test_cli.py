@@ -57,3 +57,26 @@ def test_bad_arguments_get_one_line_and_nonzero_exit(
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()[-1]) < 400
+
+
+def test_report_writes_tables_and_figures(tmp_path: Path) -> None:
+    import pandas as pd
+
+    rows = [
+        ("full", 1.0, 1000, 0.30, 0.20),
+        ("cerp", 0.1, 100, 0.20, 0.15),
+        ("pep", 0.1, 100, 0.10, 0.05),
+    ]
+    frame = pd.DataFrame(rows, columns=["method", "budget", "num_params", "recall@20", "ndcg@20"])
+    frame = frame.assign(dataset="toy", backbone="mf", seed=0, memory_bytes=frame.num_params * 4)
+    frame["param_fraction"] = frame.num_params / 1000
+    frame.to_csv(tmp_path / "results.csv", index=False)
+    assert main(["report", str(tmp_path)]) == 0
+    table = (tmp_path / "table.md").read_text()
+    assert "| toy | mf | cerp | - | - | **0.2000** | **0.1500** |" in table
+    assert "\\textbf{0.2000}" in (tmp_path / "table.tex").read_text()
+    relative = pd.read_csv(tmp_path / "relative_accuracy.csv").set_index("method")
+    assert relative.loc["cerp", "relative_recall@20_mean"] == pytest.approx(0.2 / 0.3)
+    for suffix in ("png", "pdf"):
+        assert (tmp_path / f"budget_curves_toy_mf.{suffix}").stat().st_size > 1000
+    assert main(["report", str(tmp_path / "missing")]) == 2

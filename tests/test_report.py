@@ -101,7 +101,7 @@ def test_paper_table_selects_budgets(results: pd.DataFrame) -> None:
 
 
 def test_missing_column_is_named(results: pd.DataFrame) -> None:
-    with pytest.raises(KeyError, match="ndcg@20"):
+    with pytest.raises(ValueError, match="ndcg@20"):
         paper_table(results.drop(columns="ndcg@20"))
 
 
