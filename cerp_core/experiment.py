@@ -7,7 +7,8 @@ Two protocols:
 - ``"paper"``: what the authors' public code does, offered for reproduction only: no
   validation split, model selection on the *test* set (NDCG@5), batches of 10 positives with
   5 negatives each (60 rows), negatives drawn once and reused every epoch, Adam with learning
-  rate 1e-3, weight decay 1e-5 and gradient-norm clipping at 100. Its test numbers are optimistic by construction.
+  rate 1e-3, weight decay 1e-5 and gradient-norm clipping at 100. Its test numbers are
+  optimistic by construction.
 """
 
 from __future__ import annotations
