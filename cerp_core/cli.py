@@ -8,23 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from cerp_core.embeddings import EMBEDDINGS
 from cerp_core.models import MODELS
+from cerp_core.sweep import write_atomic
 from cerp_core.train import TrainConfig
-
-
-def write_json(path: Path, payload: Any) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 def _budget(text: str) -> float:
@@ -90,7 +81,7 @@ def _train(args: argparse.Namespace) -> None:
     )
     result = run_experiment(config, checkpoint_dir=args.out / "checkpoints")
     (record,) = result.records
-    write_json(args.out / "metrics.json", record)
+    write_atomic(args.out / "metrics.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
     result.trainings[-1].history.to_csv(args.out / "history.csv", index=False)
     print(json.dumps({k: record[k] for k in ("method", "num_params", "recall@20", "ndcg@20")}))
 
@@ -151,8 +142,8 @@ def _report(args: argparse.Namespace) -> None:
         raise FileNotFoundError(f"{source} not found; run a sweep with --out {args.folder} first")
     results = pd.read_csv(source)
     table = report.paper_table(results)
-    (args.folder / "table.md").write_text(report.to_markdown(table) + "\n")
-    (args.folder / "table.tex").write_text(report.to_latex(table) + "\n")
+    write_atomic(args.folder / "table.md", report.to_markdown(table) + "\n")
+    write_atomic(args.folder / "table.tex", report.to_latex(table) + "\n")
     report.relative_accuracy(results).to_csv(args.folder / "relative_accuracy.csv", index=False)
     report.pareto_front(results).to_csv(args.folder / "pareto_front.csv", index=False)
     plots.use_style()

@@ -345,7 +345,7 @@ def row_key(key: str, budget: float) -> str:
 # ----------------------------------------------------------------------------- result store
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
     """Write to a temporary file, then rename: a kill leaves the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -411,7 +411,7 @@ class ResultStore:
             "records": records,
         }
         text = json.dumps(payload, indent=1, default=_json_value)
-        _write_atomic(self.runs_dir / f"{run.key}.json", text)
+        write_atomic(self.runs_dir / f"{run.key}.json", text)
         (self.failures_dir / f"{run.key}.json").unlink(missing_ok=True)
         shutil.rmtree(self.checkpoint_dir(run.key), ignore_errors=True)
         self.write_table()
@@ -424,7 +424,7 @@ class ResultStore:
             "error": error,
             "config": dataclasses.asdict(run.config),
         }
-        _write_atomic(self.failures_dir / f"{run.key}.json", json.dumps(payload, indent=1))
+        write_atomic(self.failures_dir / f"{run.key}.json", json.dumps(payload, indent=1))
 
     def table(self) -> pd.DataFrame:
         """Every record of every stored run, one row each, in a stable order."""
@@ -447,7 +447,7 @@ class ResultStore:
     def write_table(self) -> pd.DataFrame:
         """Regenerate ``results.csv`` atomically from the stored runs; returns the table."""
         table = self.table()
-        _write_atomic(self.table_path, table.to_csv(index=False))
+        write_atomic(self.table_path, table.to_csv(index=False))
         return table
 
 
@@ -675,4 +675,5 @@ __all__ = [
     "run_sweep",
     "row_key",
     "sweep_main",
+    "write_atomic",
 ]
