@@ -412,8 +412,19 @@ class ResultStore:
         }
         text = json.dumps(payload, indent=1, default=_json_value)
         write_atomic(self.runs_dir / f"{run.key}.json", text)
-        (self.failures_dir / f"{run.key}.json").unlink(missing_ok=True)
-        shutil.rmtree(self.checkpoint_dir(run.key), ignore_errors=True)
+        self._forget_progress(run.key)
+        self.write_table()
+
+    def _forget_progress(self, key: str) -> None:
+        """Drop the failure file and checkpoints of the stored run ``key``."""
+        (self.failures_dir / f"{key}.json").unlink(missing_ok=True)
+        shutil.rmtree(self.checkpoint_dir(key), ignore_errors=True)
+
+    def recover(self) -> None:
+        """Finish what a kill inside :meth:`save` left undone: forget the failures and
+        checkpoints of stored runs, and regenerate the table."""
+        for key in self.finished():
+            self._forget_progress(key)
         self.write_table()
 
     def save_failure(self, run: SweepRun, error: str) -> None:
@@ -620,7 +631,7 @@ def run_sweep(
         raise ValueError("address is only used by the ray backend")
     began = time.perf_counter()
     store = ResultStore(out)
-    store.write_table()  # brings the table up to date after a kill between two writes
+    store.recover()
     runs = {run.key: run for run in config.runs()}
     finished = store.finished()
     skipped = [key for key in runs if key in finished]

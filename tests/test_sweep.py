@@ -200,12 +200,18 @@ def test_store_skips_finished_runs_and_retries_failures(tmp_path: Path) -> None:
     assert "qr seed 0 budgets 0.2: RuntimeError: qr is broken today" in summary
     assert len(pd.read_csv(tmp_path / "results.csv")) == 3
 
-    # a write cut short leaves a temporary file, a kill between writes a stale table
+    # a write cut short leaves a temporary file; a kill inside ResultStore.save, after the
+    # run's file, leaves a stale table, its checkpoints, or its old failure file
     (tmp_path / "runs" / ".cut.json.123.tmp").write_text("{")
     (tmp_path / "results.csv").unlink()
+    stored = sorted(first.done)
+    (tmp_path / "checkpoints" / stored[0]).mkdir(parents=True)
+    (tmp_path / "checkpoints" / stored[0] / "stage1.pt").write_bytes(b"x")
+    (tmp_path / "failures" / f"{stored[1]}.json").write_text("{}")
     second = run_sweep(config, tmp_path, runner=stub_runner, progress=False)
     assert (len(second.done), len(second.skipped), len(second.failed)) == (2, 3, 0)
     assert not list((tmp_path / "failures").iterdir())
+    assert not list((tmp_path / "checkpoints").iterdir())
     table = pd.read_csv(tmp_path / "results.csv")
     assert len(table) == 5 and table["row_key"].is_unique
     assert set(table["run_key"]) == {run.key for run in config.runs()}
