@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cerp_core.embeddings import EMBEDDINGS
 from cerp_core.models import MODELS
-from cerp_core.sweep import write_atomic
+from cerp_core.sweep import StoreBusyError, write_atomic
 from cerp_core.train import TrainConfig
 
 
@@ -172,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, StoreBusyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -18,6 +18,7 @@ to a Ray cluster (``address``) or to a local Ray instance started for the sweep.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import hashlib
@@ -39,6 +40,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import pandas as pd
 import torch
 import yaml
+from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
 from cerp_core.data import DATASET_NAMES
@@ -60,6 +62,10 @@ Runner = Callable[[ExperimentConfig, Path | None], list[Record]]
 
 class SweepConfigError(ValueError):
     """A sweep configuration that cannot run; the message names the field (and the file)."""
+
+
+class StoreBusyError(RuntimeError):
+    """Another sweep holds the result folder; two writers would race on its table."""
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -384,7 +390,8 @@ class ResultStore:
       columns, ``run_key`` and ``row_key``; regenerated from ``runs/`` after every run.
 
     Every file is written atomically, so the folder is consistent whenever a sweep is killed.
-    Only one process (the sweep's driver) writes to a store.
+    Only one process (the sweep's driver) writes to a store: :meth:`writing` holds
+    ``.lock``, an OS file lock that a killed process releases.
     """
 
     def __init__(self, folder: str | Path) -> None:
@@ -392,6 +399,23 @@ class ResultStore:
         self.runs_dir = self.folder / "runs"
         self.failures_dir = self.folder / "failures"
         self.table_path = self.folder / "results.csv"
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the folder's lock while writing; fails at once if another sweep holds it."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(self.folder / ".lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise StoreBusyError(
+                f"another sweep is writing to {self.folder} (it holds {lock.lock_file}); "
+                "wait for it to end or choose another output folder"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     def checkpoint_dir(self, key: str) -> Path:
         """Where the run ``key`` keeps its checkpoints while it runs."""
@@ -599,6 +623,31 @@ class SweepResult:
         return "\n".join(lines)
 
 
+def _store_outcomes(
+    store: ResultStore,
+    runs: Mapping[str, SweepRun],
+    outcomes: Iterator[RunOutcome],
+    skipped: int,
+    progress: bool,
+) -> tuple[list[str], dict[str, str]]:
+    """Store each outcome as it arrives; the keys done and the failures by key."""
+    done: list[str] = []
+    failed: dict[str, str] = {}
+    bar = tqdm(total=len(runs), initial=skipped, desc="sweep", unit="run", disable=not progress)
+    with bar:
+        for outcome in outcomes:
+            run = runs[outcome.key]
+            if outcome.records is None:
+                store.save_failure(run, outcome.error or "unknown error")
+                failed[outcome.key] = f"{run.describe()}: {outcome.error}"
+            else:
+                store.save(run, outcome.records, outcome.seconds)
+                done.append(outcome.key)
+            bar.set_postfix(last=run.describe(), failed=len(failed))
+            bar.update()
+    return done, failed
+
+
 def run_sweep(
     config: SweepConfig,
     out: str | Path,
@@ -621,7 +670,8 @@ def run_sweep(
             picklable for process pools and Ray. (default: :func:`run_records`)
         progress: Show the overall progress bar.
 
-    A run that raises is recorded under ``out/failures/`` and the sweep goes on.
+    A run that raises is recorded under ``out/failures/`` and the sweep goes on. A second
+    sweep on the same ``out`` while this one runs raises :class:`StoreBusyError`.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -631,31 +681,19 @@ def run_sweep(
         raise ValueError("address is only used by the ray backend")
     began = time.perf_counter()
     store = ResultStore(out)
-    store.recover()
     runs = {run.key: run for run in config.runs()}
-    finished = store.finished()
-    skipped = [key for key in runs if key in finished]
-    tasks = [(run, store.checkpoint_dir(key)) for key, run in runs.items() if key not in finished]
-    if backend == "ray" and tasks:
-        outcomes = _ray(tasks, runner, workers, address)
-    else:
-        outcomes = _local(tasks, runner, workers)
-    done: list[str] = []
-    failed: dict[str, str] = {}
-    bar = tqdm(
-        total=len(runs), initial=len(skipped), desc="sweep", unit="run", disable=not progress
-    )
-    with bar:
-        for outcome in outcomes:
-            run = runs[outcome.key]
-            if outcome.records is None:
-                store.save_failure(run, outcome.error or "unknown error")
-                failed[outcome.key] = f"{run.describe()}: {outcome.error}"
-            else:
-                store.save(run, outcome.records, outcome.seconds)
-                done.append(outcome.key)
-            bar.set_postfix(last=run.describe(), failed=len(failed))
-            bar.update()
+    with store.writing():
+        store.recover()
+        finished = store.finished()
+        skipped = [key for key in runs if key in finished]
+        tasks = [
+            (run, store.checkpoint_dir(key)) for key, run in runs.items() if key not in finished
+        ]
+        if backend == "ray" and tasks:
+            outcomes = _ray(tasks, runner, workers, address)
+        else:
+            outcomes = _local(tasks, runner, workers)
+        done, failed = _store_outcomes(store, runs, outcomes, len(skipped), progress)
     table = store.table()
     order = table["run_key"].map({key: i for i, key in enumerate(runs)})
     results = table.assign(_order=order).dropna(subset="_order")
@@ -679,6 +717,7 @@ __all__ = [
     "RunOutcome",
     "SweepConfig",
     "SweepConfigError",
+    "StoreBusyError",
     "SweepResult",
     "SweepRun",
     "run_key",

@@ -16,9 +16,11 @@ import pytest
 import ray
 import yaml
 
+from cerp_core.cli import main
 from cerp_core.experiment import ExperimentConfig
 from cerp_core.sweep import (
     ResultStore,
+    StoreBusyError,
     SweepConfig,
     SweepConfigError,
     run_key,
@@ -230,6 +232,33 @@ def test_store_keeps_other_sweeps_rows(tmp_path: Path) -> None:
     )
     assert list(result.results["seed"]) == [1]
     assert sorted(ResultStore(tmp_path).table()["seed"]) == [0, 1]
+
+
+def test_one_sweep_at_a_time_per_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A second writer is refused while another process holds the folder; the lock dies with
+    its holder, even when the holder is killed."""
+    script = (
+        "import sys, time; from cerp_core.sweep import ResultStore\n"
+        "with ResultStore(sys.argv[1]).writing():\n"
+        "    print('held', flush=True); time.sleep(600)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with pytest.raises(StoreBusyError, match=f"another sweep is writing to {tmp_path}"):
+            run_sweep(SweepConfig(), tmp_path, runner=stub_runner, progress=False)
+        config = tmp_path / "tiny.yaml"
+        config.write_text(yaml.safe_dump(TINY))
+        assert main(["sweep", str(config), "--out", str(tmp_path)]) == 2
+        assert capsys.readouterr().err.startswith(f"error: another sweep is writing to {tmp_path}")
+        assert not (tmp_path / "results.csv").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    result = run_sweep(SweepConfig(), tmp_path, runner=stub_runner, progress=False)
+    assert len(result.done) == len(SweepConfig().runs())
 
 
 def test_bad_backend_arguments() -> None:
