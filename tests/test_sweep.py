@@ -7,7 +7,6 @@ import functools
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -272,35 +271,47 @@ def test_bad_backend_arguments() -> None:
 # ----------------------------------------------------------------------------- real runs
 
 
+STALLING_SWEEP = """
+import sys, time
+from pathlib import Path
+from cerp_core.sweep import SweepConfig, run_records, run_sweep
+
+def stalling(config, checkpoint_dir):
+    records = run_records(config, checkpoint_dir)
+    if list(Path(sys.argv[2], "runs").glob("*.json")):
+        print("stalled", flush=True)  # the second run, trained, its checkpoints on disk
+        time.sleep(600)
+    return records
+
+run_sweep(SweepConfig.from_yaml(Path(sys.argv[1])), sys.argv[2], runner=stalling)
+"""
+
+
 def test_resume_after_kill(
     tmp_path: Path, reference: pd.DataFrame, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """SIGKILL a sweep once its first run is stored; the restart (a process pool) runs only
-    the rest, keeps the stored run untouched, and ends with the uninterrupted sweep's rows."""
+    """SIGKILL a sweep after its first run is stored, while the second one holds checkpoints;
+    the restart (a process pool) resumes the second from them, runs the rest, keeps the stored
+    run untouched, and ends with the uninterrupted sweep's rows."""
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(TINY))
     out = tmp_path / "out"
-    script = (
-        "import sys; from pathlib import Path; from cerp_core.sweep import sweep_main; "
-        "sweep_main(Path(sys.argv[1]), Path(sys.argv[2]), 'local', None, 1)"
-    )
     process = subprocess.Popen(
-        [sys.executable, "-c", script, str(config), str(out)],
-        stdout=subprocess.DEVNULL,
+        [sys.executable, "-c", STALLING_SWEEP, str(config), str(out)],
+        stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
-        deadline = time.monotonic() + 120
-        while not list((out / "runs").glob("*.json")):
-            assert process.poll() is None, "the sweep ended before storing a run"
-            assert time.monotonic() < deadline, "no run stored in time"
-            time.sleep(0.01)
+        assert process.stdout is not None and process.stdout.readline() == "stalled\n"
         process.send_signal(signal.SIGKILL)
     finally:
         process.kill()
         process.wait()
     stored = {path: path.stat().st_mtime_ns for path in (out / "runs").glob("*.json")}
-    assert 1 <= len(stored) < TINY_RUNS
+    assert len(stored) == 1
+    in_flight = [path.name for path in (out / "checkpoints").iterdir()]
+    assert len(in_flight) == 1 and list((out / "checkpoints" / in_flight[0]).iterdir())
 
     results = sweep_main(config, out, backend="local", address=None, workers=2)
 
