@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cerp_core.embeddings import EMBEDDINGS
+from cerp_core.experiment import PROTOCOLS, ExperimentConfig, run_experiment
 from cerp_core.models import MODELS
-from cerp_core.sweep import StoreBusyError, write_atomic
+from cerp_core.sweep import BACKENDS, StoreBusyError, run_key, write_atomic
 from cerp_core.train import TrainConfig
 
 
@@ -51,14 +52,18 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=_positive_int, default=TrainConfig.batch_size)
     parser.add_argument("--num-negatives", type=_positive_int, default=TrainConfig.num_negatives)
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
-    parser.add_argument("--protocol", choices=["validation", "paper"], default="validation")
+    parser.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="validation",
+        help="paper: the authors' batching, optimiser and test-based selection (overrides "
+        "--batch-size, --num-negatives and --lr; see cerp_core.experiment)",
+    )
     parser.add_argument("--valid-fraction", type=float, default=0.1)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def _train(args: argparse.Namespace) -> None:
-    from cerp_core.experiment import ExperimentConfig, run_experiment
-
     config = ExperimentConfig(
         dataset=args.dataset,
         backbone=args.backbone,
@@ -79,10 +84,13 @@ def _train(args: argparse.Namespace) -> None:
             progress=not args.no_progress,
         ),
     )
-    result = run_experiment(config, checkpoint_dir=args.out / "checkpoints")
+    # checkpoints of another configuration in the same folder are never resumed
+    result = run_experiment(config, checkpoint_dir=args.out / "checkpoints" / run_key(config))
     (record,) = result.records
     write_atomic(args.out / "metrics.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
     result.trainings[-1].history.to_csv(args.out / "history.csv", index=False)
+    if result.pruning is not None:
+        result.pruning.history.to_csv(args.out / "prune_history.csv", index=False)
     print(json.dumps({k: record[k] for k in ("method", "num_params", "recall@20", "ndcg@20")}))
 
 
@@ -90,7 +98,7 @@ def _add_sweep_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("sweep", help="run a grid of experiments from a YAML file")
     parser.add_argument("config", type=Path, help="sweep YAML file (see configs/)")
     parser.add_argument("--out", type=Path, required=True, help="results folder (resumable)")
-    parser.add_argument("--backend", choices=["local", "ray"], default="local")
+    parser.add_argument("--backend", choices=BACKENDS, default="local")
     parser.add_argument("--address", help="Ray cluster address (default: start a local one)")
     parser.add_argument("--workers", type=_positive_int, default=1, help="local processes")
 

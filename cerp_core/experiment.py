@@ -27,7 +27,7 @@ import torch
 import cerp_core
 from cerp_core.data import Interactions, load_dataset
 from cerp_core.embeddings import PrunableEmbedding, make_embedding
-from cerp_core.metrics import evaluate
+from cerp_core.metrics import DEFAULT_KS, evaluate
 from cerp_core.models import Recommender, make_model
 from cerp_core.train import PruneResult, TrainConfig, TrainResult, prune, retrain, train
 
@@ -41,7 +41,6 @@ PAPER_TRAINING = {
     "grad_clip": 100.0,
     "selection_metric": "ndcg@5",
 }
-DEFAULT_KS = (5, 10, 20, 50)
 
 
 @dataclass
@@ -90,9 +89,18 @@ class ExperimentConfig:
         self.budgets = tuple(float(b) for b in self.budgets)
         if not self.budgets or any(not 0.0 < b <= 1.0 for b in self.budgets):
             raise ValueError(f"every budget must be in (0, 1], got {self.budgets}")
+        if len(set(self.budgets)) < len(self.budgets):
+            raise ValueError(f"budgets must be distinct, got {self.budgets}")
         if self.protocol == "paper":
             self.valid_fraction = 0.0
             self.train = dataclasses.replace(self.train, **PAPER_TRAINING)
+        self.ks = tuple(self.ks)
+        name, _, cutoff = self.train.selection_metric.partition("@")
+        if name not in ("recall", "ndcg") or cutoff not in {str(k) for k in self.ks}:
+            raise ValueError(
+                f"train.selection_metric {self.train.selection_metric!r} must be recall@k or "
+                f"ndcg@k with k in ks {self.ks}"
+            )
 
 
 @dataclass
@@ -131,6 +139,8 @@ def resolve_device(name: str) -> torch.device:
         device = torch.device(name)
     except RuntimeError as error:
         raise ValueError(f"device {name!r}: {error}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r}: the suite runs on cpu and cuda devices")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
         count = torch.cuda.device_count()
         raise ValueError(f"device {name!r}: this machine has {count} CUDA device(s)")
@@ -144,6 +154,12 @@ def build_model(config: ExperimentConfig, data: Interactions) -> Recommender:
     embedding = make_embedding(
         config.method, data.num_entities, config.dim, budget, **config.embedding_options
     )
+    if isinstance(embedding, PrunableEmbedding) and len(embedding.targets) < len(config.budgets):
+        raise ValueError(
+            f"budgets {config.budgets} give only the targets {embedding.targets} "
+            f"({data.num_entities} x {config.dim} table): two budgets round to the same number "
+            "of non-zeros; drop one"
+        )
     model = make_model(config.backbone, embedding, data, **config.model_options)
     return model.to(resolve_device(config.device))
 

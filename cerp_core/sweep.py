@@ -199,6 +199,7 @@ class SweepConfig:
             unused = sorted(set(getattr(self, name)) - set(grid))
             if unused:
                 raise SweepConfigError(f"{name}: {unused} not in the sweep's {list(grid)}")
+        self.runs()  # checks every run's configuration now, not when the run starts
 
     def _check_names(self) -> None:
         for name, known in (("backbones", MODELS), ("methods", EMBEDDINGS)):
@@ -277,6 +278,10 @@ class SweepConfig:
         if method == "full":
             return [(FULL_BUDGET,)]
         budgets = tuple(sorted((b for b in self.budgets if b < FULL_BUDGET), reverse=True))
+        if not budgets:
+            raise SweepConfigError(
+                f"budgets: method {method!r} needs a budget below 1.0, got {list(self.budgets)}"
+            )
         if EMBEDDINGS[method].prunable:
             return [budgets]
         return [(b,) for b in budgets]
@@ -305,7 +310,7 @@ class SweepConfig:
                 eval_batch_size=self.eval_batch_size,
             )
         except ValueError as error:
-            raise SweepConfigError(str(error)) from None
+            raise SweepConfigError(f"{method} on {dataset}: {error}") from None
 
     def runs(self) -> list[SweepRun]:
         """Every run of the grid, seed by seed (so a partial sweep compares all methods)."""

@@ -35,6 +35,20 @@ def test_train_writes_metrics_json(tmp_path: Path) -> None:
     assert (out / "history.csv").is_file()
 
 
+def test_a_new_configuration_in_the_same_folder_starts_afresh(tmp_path: Path) -> None:
+    """Checkpoints are kept per configuration: another seed in the same --out trains anew."""
+    records = []
+    for seed in ("0", "1", "0"):
+        main(
+            ["train", "--method", "hash", "--budget", "0.1", "--epochs", "2", "--dim", "8",
+             "--seed", seed, "--out", str(tmp_path), "--no-progress"]
+        )  # fmt: skip
+        records.append(json.loads((tmp_path / "metrics.json").read_text()))
+    assert len(list((tmp_path / "checkpoints").iterdir())) == 2
+    assert records[1]["seed"] == 1 and records[1]["recall@20"] != records[0]["recall@20"]
+    assert records[2]["recall@20"] == records[0]["recall@20"]  # resumed from its checkpoint
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
@@ -42,9 +56,11 @@ def test_train_writes_metrics_json(tmp_path: Path) -> None:
         (["--budget", "1.5"], "budget must be in (0, 1]"),
         (["--method", "nope"], "invalid choice: 'nope'"),
         (["--dataset", "no-such-data"], "error: 'no-such-data' is neither a known data set"),
-        (["--method", "qr", "--budget", "0.001"], "error: "),
+        (["--method", "qr", "--budget", "0.001"], "error: qr cannot fit N=5000 ids x d=64"),
+        (["--lr", "nan"], "error: TrainConfig.lr must be a finite number > 0, got nan"),
         (["--device", "cuda:99"], "error: device 'cuda:99': this machine has"),
         (["--device", "tpu"], "error: device 'tpu': "),
+        (["--device", "meta"], "error: device 'meta': the suite runs on cpu and cuda devices"),
     ],
 )
 def test_bad_arguments_get_one_line_and_nonzero_exit(
