@@ -69,6 +69,16 @@ def test_sampling_a_nearly_full_user_still_avoids_positives() -> None:
         sample_negatives(sp.csr_matrix(np.ones((1, 4))), np.array([0]), 1, np.random.default_rng(0))
 
 
+def test_sampling_from_a_matrix_with_unsorted_indices_avoids_positives() -> None:
+    import scipy.sparse as sp
+
+    # user 0 holds items 7..0 in descending order; item 8 and 9 are its only negatives
+    train = sp.csr_matrix((np.ones(8), np.arange(7, -1, -1), [0, 8]), shape=(1, 10))
+    assert not train.has_sorted_indices
+    negatives = sample_negatives(train, np.zeros(500, dtype=np.int64), 4, np.random.default_rng(0))
+    assert set(negatives.ravel().tolist()) == {8, 9}
+
+
 def test_bpr_loss_matches_hand_computation() -> None:
     positive = torch.tensor([2.0, 0.0])
     negative = torch.tensor([[1.0, 3.0], [0.0, -1.0]])

@@ -22,19 +22,26 @@ class HashEmbedding(DenseEmbedding):
         \mathbf{e}_i = \mathbf{E}[h(i)], \qquad
         h(i) = ((a\,i + c) \bmod p) \bmod m, \qquad p = 2^{31} - 1
 
-    with ``a`` in ``[1, p)`` and ``c`` in ``[0, p)`` drawn from ``seed`` and kept as buffers
+    with ``a`` in ``[1, p)`` and ``c`` in ``[0, p)`` drawn at construction and kept as buffers
     (checkpoints carry the hash). The two hash constants are not counted as stored parameters.
 
     Args:
         num_entities: Number of ids ``N`` (below ``2^31 - 1``).
         dim: Embedding width ``d``.
         num_rows: Rows ``m`` of the shared table (``1 <= m``).
-        seed: Seed of the hash constants ``a, c``. (default: ``0``)
+        seed: Seed of the hash constants ``a, c``; ``None`` draws them from torch's global
+            generator, so ``torch.manual_seed`` fixes the hash as it fixes the weights.
+            (default: ``None``)
         init_std: Standard deviation of the normal initialisation. (default: ``0.1``)
     """
 
     def __init__(
-        self, num_entities: int, dim: int, num_rows: int, seed: int = 0, init_std: float = 0.1
+        self,
+        num_entities: int,
+        dim: int,
+        num_rows: int,
+        seed: int | None = None,
+        init_std: float = 0.1,
     ) -> None:
         super().__init__(num_entities, dim)
         if num_rows < 1:
@@ -42,7 +49,7 @@ class HashEmbedding(DenseEmbedding):
         if num_entities >= HASH_PRIME:
             raise ValueError(f"num_entities must be below {HASH_PRIME}, got {num_entities}")
         self.num_rows = num_rows
-        generator = torch.Generator().manual_seed(seed)
+        generator = None if seed is None else torch.Generator().manual_seed(seed)
         self.register_buffer("hash_a", torch.randint(1, HASH_PRIME, (), generator=generator))
         self.register_buffer("hash_c", torch.randint(0, HASH_PRIME, (), generator=generator))
         self.weight = nn.Parameter(init_table(num_rows, dim, "normal", init_std))
