@@ -152,8 +152,13 @@ def _report(args: argparse.Namespace) -> None:
     table = report.paper_table(results)
     write_atomic(args.folder / "table.md", report.to_markdown(table) + "\n")
     write_atomic(args.folder / "table.tex", report.to_latex(table) + "\n")
-    report.relative_accuracy(results).to_csv(args.folder / "relative_accuracy.csv", index=False)
-    report.pareto_front(results).to_csv(args.folder / "pareto_front.csv", index=False)
+    front = report.pareto_front(results)
+    write_atomic(args.folder / "pareto_front.csv", front.to_csv(index=False))
+    if (results["method"] == report.FULL_METHOD).any():
+        relative = report.relative_accuracy(results)
+        write_atomic(args.folder / "relative_accuracy.csv", relative.to_csv(index=False))
+    else:
+        print("no 'full' model in the results: relative_accuracy.csv not written", file=sys.stderr)
     plots.use_style()
     for (dataset, backbone), panel in results.groupby(["dataset", "backbone"]):
         name = f"budget_curves_{dataset}_{backbone}"

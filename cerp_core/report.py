@@ -43,6 +43,14 @@ def summarize(results: pd.DataFrame, metrics: Sequence[str] = METRICS) -> pd.Dat
     one seed).
     """
     _require(results, [*GROUP, "seed", *SIZES, *metrics])
+    repeated = results[results.duplicated([*GROUP, "seed"], keep=False)]
+    if len(repeated):
+        first = repeated.iloc[0]
+        raise ValueError(
+            f"{len(repeated)} rows share a (dataset, backbone, method, budget, seed), e.g. "
+            f"{'/'.join(str(first[c]) for c in GROUP)} seed {first['seed']}: runs of different "
+            "configurations are in one table; select one configuration's rows first"
+        )
     aggregations = {"seeds": ("seed", "nunique")} | {size: (size, "mean") for size in SIZES}
     for metric in metrics:
         aggregations[f"{metric}_mean"] = (metric, "mean")

@@ -96,3 +96,11 @@ def test_report_writes_tables_and_figures(tmp_path: Path) -> None:
     for suffix in ("png", "pdf"):
         assert (tmp_path / f"budget_curves_toy_mf.{suffix}").stat().st_size > 1000
     assert main(["report", str(tmp_path / "missing")]) == 2
+
+    without_full = tmp_path / "without-full"
+    without_full.mkdir()
+    frame[frame.method != "full"].to_csv(without_full / "results.csv", index=False)
+    assert main(["report", str(without_full)]) == 0
+    assert (without_full / "pareto_front.csv").is_file()
+    assert (without_full / "budget_curves_toy_mf.png").is_file()
+    assert not (without_full / "relative_accuracy.csv").exists()

@@ -105,6 +105,14 @@ def test_missing_column_is_named(results: pd.DataFrame) -> None:
         paper_table(results.drop(columns="ndcg@20"))
 
 
+def test_two_configurations_are_not_averaged_as_seeds(results: pd.DataFrame) -> None:
+    twice = pd.concat([results, results.iloc[[0]]])
+    first = results.iloc[0]
+    pattern = f"2 rows share .*/{first['method']}/{first['budget']} seed "
+    with pytest.raises(ValueError, match=pattern):
+        summarize(twice)
+
+
 def test_markdown(results: pd.DataFrame) -> None:
     table = paper_table(results[results["backbone"] == "mf"], metrics=["recall@20"], precision=2)
     assert to_markdown(table) == "\n".join(
