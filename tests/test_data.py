@@ -43,6 +43,8 @@ def test_reads_lightgcn_folder_with_test_only_items_and_missing_users(tmp_path: 
 def test_a_user_line_without_items_is_allowed(tmp_path: Path) -> None:
     data = read_lightgcn_dir(write_dataset(tmp_path / "toy", "0 1\n1\n", "1 0\n"))
     assert data.train[1].nnz == 0 and data.test[1].indices.tolist() == [0]
+    last = read_lightgcn_dir(write_dataset(tmp_path / "last", "0 1\n1 2\n2\n", "0 0\n"))
+    assert last.num_users == 3 and last.train[2].nnz == 0  # max uid + 1 counts item-less lines
 
 
 @pytest.mark.parametrize(
@@ -55,6 +57,7 @@ def test_a_user_line_without_items_is_allowed(tmp_path: Path) -> None:
         ("0 1 2\n1 2 3\n", "0 4\n1 3\n", "test.txt", 2, "user 1 item 3 is also in"),
         ("0 1\n1 2\n0 3\n", "0 4\n", "train.txt", 3, "user 0 has a second line"),
         ("0 1\n\n1 2\n", "0 4\n", "train.txt", 2, "blank line"),
+        ("0 1\n1 99999999999999999999\n", "0 4\n", "train.txt", 2, "more than 18 digits"),
     ],
 )
 def test_bad_input_names_file_and_line(
@@ -79,6 +82,12 @@ def test_empty_and_missing_files_are_errors(tmp_path: Path) -> None:
     (missing / "train.txt").write_text("0 1\n")
     with pytest.raises(DatasetNotFoundError, match="test.txt not found"):
         load_dataset(missing)
+
+
+def test_options_a_real_data_set_does_not_take_fail_before_any_download(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match=r"unexpected options for 'gowalla': \['num_users'\]"):
+        load_dataset("gowalla", root=tmp_path, num_users=10)  # nothing there: no download tried
+    assert not list(tmp_path.iterdir())
 
 
 def test_unknown_name_is_a_clear_error() -> None:

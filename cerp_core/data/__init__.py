@@ -67,6 +67,9 @@ def load_dataset(
             (early stopping and model selection). ``0`` reproduces the paper's protocol.
         seed: Seed of the synthetic generator and of every split.
     """
+    takes_options = isinstance(name_or_path, pd.DataFrame) or name_or_path == "synthetic"
+    if options and not takes_options:
+        raise TypeError(f"unexpected options for {name_or_path!r}: {sorted(options)}")
     if isinstance(name_or_path, pd.DataFrame):
         data = from_dataframe(name_or_path, seed=seed, **options)
     elif name_or_path == "synthetic":
@@ -81,8 +84,6 @@ def load_dataset(
             f"{name_or_path!r} is neither a known data set {list(DATASET_NAMES)} nor a folder "
             "holding train.txt and test.txt"
         )
-    if options and not isinstance(name_or_path, pd.DataFrame) and name_or_path != "synthetic":
-        raise TypeError(f"unexpected options for {name_or_path!r}: {sorted(options)}")
     return data.with_validation(valid_fraction, seed) if valid_fraction else data
 
 
@@ -93,7 +94,7 @@ def read_lightgcn_dir(folder: str | Path, name: str | None = None) -> Interactio
     for path in (train_path, test_path):
         if not path.is_file():
             raise DatasetNotFoundError(f"{path} not found; expected LightGCN train.txt/test.txt")
-    key = f"{file_sha256(train_path)[:16]}-{file_sha256(test_path)[:16]}"
+    key = f"v2-{file_sha256(train_path)[:16]}-{file_sha256(test_path)[:16]}"
     cached = cache_dir() / "processed" / f"{key}.npz"
     if cached.is_file():
         with np.load(cached) as arrays:
@@ -106,11 +107,13 @@ def read_lightgcn_dir(folder: str | Path, name: str | None = None) -> Interactio
             "train_items": train.items,
             "test_users": test.users,
             "test_items": test.items,
+            # max uid + 1 over every line, also the lines of users without items
+            "num_users": np.array(int(max(train.uids.max(), test.uids.max())) + 1),
         }
         _save_atomically(cached, pairs)
-    num_users = int(max(pairs["train_users"].max(initial=-1), pairs["test_users"].max(initial=-1)))
+    num_users = int(pairs["num_users"])
     num_items = int(max(pairs["train_items"].max(initial=-1), pairs["test_items"].max(initial=-1)))
-    num_users, num_items = num_users + 1, num_items + 1
+    num_items += 1
     return Interactions(
         name=name or folder.name,
         num_users=num_users,

@@ -15,16 +15,19 @@ from cerp_core.data.errors import DataFormatError
 
 _DIGIT_LO, _DIGIT_HI = ord("0"), ord("9")
 _SPACE, _NEWLINE, _MINUS = ord(" "), ord("\n"), ord("-")
+_MAX_DIGITS = 18  # every id of at most 18 digits fits in int64
 
 
 @dataclass(frozen=True)
 class UserItemFile:
-    """The interactions of one file, with the 1-based source line of each."""
+    """The interactions of one file, with the 1-based source line of each, and the uid of
+    every line (a user line may list no item)."""
 
     path: Path
     users: np.ndarray
     items: np.ndarray
     lines: np.ndarray
+    uids: np.ndarray
 
 
 def _line_of(data: np.ndarray, position: int) -> int:
@@ -70,6 +73,15 @@ def read_user_item_file(path: str | Path) -> UserItemFile:
     if len(blank):
         raise DataFormatError(path, int(blank[0]) + 1, "blank line; expected 'uid item item ...'")
 
+    ends = np.flatnonzero(is_digit & ~np.concatenate((is_digit[1:], [False])))
+    too_long = np.flatnonzero(ends - starts + 1 > _MAX_DIGITS)
+    if len(too_long):
+        pos = int(starts[too_long[0]])
+        raise DataFormatError(
+            path,
+            _line_of(data, pos),
+            f"id {_token_at(data, pos)!r} has more than {_MAX_DIGITS} digits; ids must fit int64",
+        )
     values = np.array(raw.split(), dtype=np.int64)
     token_line = line_of_byte[starts]
     is_uid = np.concatenate(([True], token_line[1:] != token_line[:-1]))
@@ -84,7 +96,7 @@ def read_user_item_file(path: str | Path) -> UserItemFile:
     items = values[~is_uid]
     lines = token_line[~is_uid] + 1
     check_unique_pairs(path, users, items, lines)
-    return UserItemFile(path, users, items, lines)
+    return UserItemFile(path, users, items, lines, uids)
 
 
 def check_unique_pairs(path: Path, users: np.ndarray, items: np.ndarray, lines: np.ndarray) -> None:
