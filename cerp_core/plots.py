@@ -457,7 +457,6 @@ def entity_sizes(
 ) -> pd.DataFrame:
     """Per-entity embedding size: non-zeros of each composed vector, with the entity's kind
     (user / item), training interactions and popularity bucket (quantiles within its kind)."""
-    embedding.eval()
     device = next(embedding.parameters()).device
     ids = torch.arange(embedding.num_entities, device=device)
     sizes = torch.cat(

@@ -181,10 +181,6 @@ def load_checkpoint(path: Path | None) -> dict[str, Any] | None:
 # ----------------------------------------------------------------------------- epochs
 
 
-def _device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 def make_optimizer(model: Recommender, config: TrainConfig) -> torch.optim.Optimizer:
     """Adam with the pruning thresholds in their own group (own lr and weight decay)."""
     embedding = model.embedding
@@ -239,7 +235,7 @@ def _run_epoch(
     Raises on a non-finite loss.
     """
     model.train()
-    device = _device(model)
+    device = model.device
     totals = torch.zeros(3, device=device)
     steps = 0
     batches = _epoch_batches(data, config, epoch, device)

@@ -18,6 +18,12 @@ def shared_data_root() -> Path:
     return Path(env) if env else REPO.parent / "shared" / "data"
 
 
+@pytest.fixture(params=DEVICES)
+def device(request: pytest.FixtureRequest) -> str:
+    """A test that takes ``device`` runs on the CPU and, where present, on CUDA."""
+    return request.param
+
+
 @pytest.fixture(scope="session")
 def real_data_root() -> Path:
     """Root holding gowalla/ and yelp2018/; missing is a skip locally but a failure in CI."""

@@ -19,8 +19,6 @@ from cerp_core.embeddings import (
     soft_threshold,
 )
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
 
 def logit(p: float) -> float:
     return math.log(p / (1 - p))
@@ -52,7 +50,6 @@ def test_soft_threshold_by_hand():
 # --- PEP ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_pep_element_wise_forward_counts_and_bytes(device):
     table = PEPEmbedding(3, 2, threshold="element-wise").to(device)
     set_(table.weight, [[0.5, -0.2], [0.05, -0.6], [0.3, 0.0]])
@@ -77,7 +74,6 @@ def test_pep_element_wise_forward_counts_and_bytes(device):
     assert table.pruning_loss(torch.ones(2, 2, device=device), epoch=0).item() == 0.0
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(
     ("kind", "shape", "raw"),
     [
@@ -122,7 +118,6 @@ P_HAT = [[0.75, 0.0], [-0.25, 1.75], [0.0, -0.75]]
 Q_HAT = [[0.25, 0.25], [-1.75, 0.05], [0.75, 0.0]]
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("threshold", ["element-wise", "global"])
 def test_cerp_add_forward_counts_and_bytes(device, threshold):
     table = cerp_by_hand("add", threshold).to(device)
@@ -141,7 +136,6 @@ def test_cerp_add_forward_counts_and_bytes(device, threshold):
     assert table.full_parameters == 14
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_cerp_concat_forward(device):
     table = cerp_by_hand("concat").to(device)
     assert table.output_dim == 4
@@ -191,7 +185,6 @@ def test_cerp_rejects_bucket_sizes_with_shared_pairs():
     CERPEmbedding(10, 4, bucket_size=4)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_cerp_regularizer_value_and_gradient(device):
     table = CERPEmbedding(4, 2, bucket_size=2, regularizer_weight=1.0, regularizer_decay=0.5)
     table.to(device)
@@ -267,7 +260,6 @@ def run_stage_one(table: PrunableEmbedding, steps: int) -> dict[int, dict[str, t
     return snapshots
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(
     ("make", "extra", "targets"),
     [(PEPEmbedding, {}, (150, 100, 60, 1)), (CERPEmbedding, {"bucket_size": 10}, (60, 40, 20, 1))],
@@ -288,7 +280,6 @@ def test_snapshots_and_rewinding_never_exceed_their_targets(device, make, extra,
             assert retrained.num_parameters() <= target
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", ["pep", "magprune", "cerp"])
 def test_rewind_fixes_masks_and_gradients_reach_only_kept_entries(device, kind):
     torch.manual_seed(0)

@@ -17,8 +17,6 @@ from cerp_core.embeddings import (
 )
 from cerp_core.embeddings.tt import factor_dim, factor_rows, max_useful_rank, tt_parameters
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
 
 def ids_on(device: str, *values: int) -> torch.Tensor:
     return torch.tensor(values, device=device)
@@ -31,7 +29,6 @@ def test_memory_report_and_csr_bytes():
     assert csr_bytes(3, 5) == 56
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_full_forward_counts_and_bytes(device):
     table = FullEmbedding(4, 3).to(device)
     with torch.no_grad():
@@ -44,7 +41,6 @@ def test_full_forward_counts_and_bytes(device):
     assert table(ids_on(device, 1, 2, 3).reshape(3, 1)).shape == (3, 1, 3)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_hash_forward_with_set_constants(device):
     table = HashEmbedding(10, 2, num_rows=3).to(device)
     with torch.no_grad():
@@ -79,7 +75,6 @@ def test_hash_constants_follow_seed_and_rows_stay_in_range():
         HashEmbedding(10, 2, num_rows=0)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(
     ("combine", "expected"),
     [("mult", [150.0, 240.0]), ("add", [53.0, 64.0]), ("concat", [3.0, 4.0, 50.0, 60.0])],
@@ -129,7 +124,6 @@ def test_tt_factorisation_helpers():
     assert max_useful_rank((5, 5, 4), (2, 2, 4)) == 10
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_tt_rank_one_by_hand(device):
     table = TTEmbedding(8, 2, rank=1, row_factors=(2, 2, 2), dim_factors=(1, 1, 2)).to(device)
     with torch.no_grad():
@@ -142,7 +136,6 @@ def test_tt_rank_one_by_hand(device):
     assert table.memory().dense_bytes == 32
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_tt_matches_the_defining_sum(device):
     torch.manual_seed(0)
     table = TTEmbedding(20, 8, rank=2, row_factors=(3, 3, 3), dim_factors=(2, 2, 2)).to(device)

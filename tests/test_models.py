@@ -22,7 +22,6 @@ from cerp_core.models import (
     normalized_adjacency,
 )
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 NUM_USERS, NUM_ITEMS, DIM = 4, 6, 8
 TRAIN = sp.csr_matrix(
     np.array(
@@ -52,7 +51,6 @@ def warm_up_batchnorm(model: Recommender, device: str) -> None:
     model.eval()
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_shapes(name: str, device: str) -> None:
     model = build(name, device)
@@ -64,7 +62,6 @@ def test_shapes(name: str, device: str) -> None:
     torch.testing.assert_close(model.regularization_embeddings(users, items), expected)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_score_users_equals_forward_on_all_items(name: str, device: str) -> None:
     model = build(name, device)
@@ -87,7 +84,6 @@ def test_mlp_scorer_chunks_agree() -> None:
         assert model.score_users(users[:0]).shape == (0, NUM_ITEMS)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_gradients_reach_the_embedding(name: str, device: str) -> None:
     model = build(name, device)
@@ -170,7 +166,6 @@ def test_lightgcn_propagation_by_hand() -> None:
     torch.testing.assert_close(scores, expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_lightgcn_without_layers_is_mf(device: str) -> None:
     lightgcn = build("lightgcn", device, num_layers=0)
     mf = MF(lightgcn.embedding, NUM_USERS, NUM_ITEMS)
@@ -179,7 +174,6 @@ def test_lightgcn_without_layers_is_mf(device: str) -> None:
     torch.testing.assert_close(lightgcn.score_users(users), mf.score_users(users))
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_lightgcn_propagates_once_per_call(device: str) -> None:
     model = build("lightgcn", "cpu").to(device)  # the graph moves with the module
     assert model.adjacency.device.type == device
@@ -193,7 +187,6 @@ def test_lightgcn_propagates_once_per_call(device: str) -> None:
     assert calls == [NUM_USERS + NUM_ITEMS] * 2
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_mlp_input_normalisation(device: str) -> None:
     """The tower sees ``[e_u ; e_i] / nnz([e_u ; e_i])``; an all-zero pair stays finite (0)."""
     model = build("mlp", device)
