@@ -9,6 +9,13 @@ Two protocols:
   5 negatives each (60 rows), negatives drawn once and reused every epoch, Adam with learning
   rate 1e-3, weight decay 1e-5 and gradient-norm clipping at 100. Its test numbers are
   optimistic by construction.
+
+The protocol leaves the pruning schedule alone: thresholds keep ``train.threshold_lr`` and the
+initial value that :func:`~cerp_core.embeddings.make_embedding` gives them, CERP its suite
+regularizer weight, and ``train.l2`` still applies (the official MLP code has no such term; its
+LightGCN retraining uses 1e-4). The official schedule, which prunes nothing for ~9e4 steps, is
+``embedding_options={"threshold_init": -100.0, "regularizer_weight": 1.0,
+"regularizer_decay": 0.5}`` with ``TrainConfig(threshold_lr=None, l2=0.0)``.
 """
 
 from __future__ import annotations
