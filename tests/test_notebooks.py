@@ -17,7 +17,9 @@ import pytest
 from papermill.translators import PythonTranslator
 
 from cerp_core.data import load_dataset
+from cerp_core.experiment import ExperimentConfig, run_experiment
 from cerp_core.notebooks import NOTEBOOK_DIR, load_parameters, notebook_paths, run_notebooks
+from cerp_core.train import TrainConfig
 
 TINY_DATA = {"num_users": 150, "num_items": 250}
 NUM_ENTITIES = TINY_DATA["num_users"] + TINY_DATA["num_items"]
@@ -138,6 +140,13 @@ def test_budget_sweep(tmp_path: Path) -> None:
         assert row["num_params"] <= row["budget"] * FULL_PARAMS, row
         assert row["memory_bytes"] > 0
         assert_metrics(row)
+    # the notebook reports what the library computes for the same settings
+    train = TrainConfig(epochs=1, batch_size=256, lr=0.01, threshold_lr=0.1, progress=False)
+    config = ExperimentConfig(method="full", dim=DIM, data_options=TINY_DATA, train=train)
+    (direct,) = run_experiment(config).records
+    (full,) = [row for row in results["runs"] if row["method"] == "full"]
+    for metric in ("recall@20", "ndcg@20", "num_params"):
+        assert full[metric] == pytest.approx(direct[metric], rel=1e-6), metric
 
 
 def test_sparsity_visualization(tmp_path: Path) -> None:
