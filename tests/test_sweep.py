@@ -274,25 +274,28 @@ def test_bad_backend_arguments() -> None:
 STALLING_SWEEP = """
 import sys, time
 from pathlib import Path
-from cerp_core.sweep import SweepConfig, run_records, run_sweep
+import cerp_core.train
+from cerp_core.sweep import SweepConfig, run_sweep
 
-def stalling(config, checkpoint_dir):
-    records = run_records(config, checkpoint_dir)
-    if list(Path(sys.argv[2], "runs").glob("*.json")):
-        print("stalled", flush=True)  # the second run, trained, its checkpoints on disk
+save = cerp_core.train.save_checkpoint
+
+def save_then_stall(path, state):
+    save(path, state)
+    if path.name == "prune.pt":  # CERP's stage 1, after its first epoch
+        print("stalled", flush=True)
         time.sleep(600)
-    return records
 
-run_sweep(SweepConfig.from_yaml(Path(sys.argv[1])), sys.argv[2], runner=stalling)
+cerp_core.train.save_checkpoint = save_then_stall
+run_sweep(SweepConfig.from_yaml(Path(sys.argv[1])), sys.argv[2])
 """
 
 
 def test_resume_after_kill(
     tmp_path: Path, reference: pd.DataFrame, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """SIGKILL a sweep after its first run is stored, while the second one holds checkpoints;
-    the restart (a process pool) resumes the second from them, runs the rest, keeps the stored
-    run untouched, and ends with the uninterrupted sweep's rows."""
+    """SIGKILL a sweep in the middle of CERP's pruning stage, after the other runs are stored;
+    the restart (a process pool) resumes stage 1 from its checkpoint, keeps the stored runs
+    untouched, and ends with the uninterrupted sweep's rows."""
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(TINY))
     out = tmp_path / "out"
@@ -309,9 +312,9 @@ def test_resume_after_kill(
         process.kill()
         process.wait()
     stored = {path: path.stat().st_mtime_ns for path in (out / "runs").glob("*.json")}
-    assert len(stored) == 1
-    in_flight = [path.name for path in (out / "checkpoints").iterdir()]
-    assert len(in_flight) == 1 and list((out / "checkpoints" / in_flight[0]).iterdir())
+    assert len(stored) == TINY_RUNS - 1  # full and both hash runs
+    (in_flight,) = (out / "checkpoints").iterdir()
+    assert [path.name for path in in_flight.iterdir()] == ["prune.pt"]
 
     results = sweep_main(config, out, backend="local", address=None, workers=2)
 
