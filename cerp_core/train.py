@@ -178,6 +178,40 @@ def load_checkpoint(path: Path | None) -> dict[str, Any] | None:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+def _resume(
+    model: Recommender, optimizer: torch.optim.Optimizer, checkpoint: Path | None
+) -> dict[str, Any] | None:
+    """Restore model and optimiser from ``checkpoint``; the stage's own saved values, or None."""
+    state = load_checkpoint(checkpoint)
+    if state is not None:
+        model.load_state_dict(state.pop("model"))
+        optimizer.load_state_dict(state.pop("optimizer"))
+    return state
+
+
+def _save(
+    checkpoint: Path | None,
+    model: Recommender,
+    optimizer: torch.optim.Optimizer,
+    **progress: Any,
+) -> None:
+    """Checkpoint model, optimiser and the stage's ``progress`` (nothing without a path)."""
+    if checkpoint is not None:
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), **progress}
+        save_checkpoint(checkpoint, state)
+
+
+def _epoch_bar(start_epoch: int, config: TrainConfig, description: str) -> tqdm:
+    """The stage's epochs from ``start_epoch``, as a progress bar that counts resumed ones."""
+    return tqdm(
+        range(start_epoch, config.epochs),
+        desc=description,
+        initial=start_epoch,
+        total=config.epochs,
+        disable=not config.progress,
+    )
+
+
 # ----------------------------------------------------------------------------- epochs
 
 
@@ -285,26 +319,18 @@ def train(
     state is saved after each epoch and a rerun resumes from it.
     """
     optimizer = make_optimizer(model, config)
-    state = load_checkpoint(checkpoint)
+    state = _resume(model, optimizer, checkpoint)
     rows: list[dict[str, float]] = []
     best: dict[str, Any] = {"epoch": -1, "metrics": {}, "model": None, "stale": 0}
     start_epoch, seconds = 0, 0.0
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
         rows, best, start_epoch, seconds = (
             state["rows"],
             state["best"],
             state["epoch"] + 1,
             state["seconds"],
         )
-    epochs = tqdm(
-        range(start_epoch, config.epochs),
-        desc=description,
-        initial=start_epoch,
-        total=config.epochs,
-        disable=not config.progress,
-    )
+    epochs = _epoch_bar(start_epoch, config, description)
     for epoch in epochs:
         if best["stale"] >= config.patience:
             break
@@ -333,18 +359,7 @@ def train(
         seconds += time.perf_counter() - began
         row["seconds"] = seconds
         rows.append(row)
-        if checkpoint is not None:
-            save_checkpoint(
-                checkpoint,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "rows": rows,
-                    "best": best,
-                    "epoch": epoch,
-                    "seconds": seconds,
-                },
-            )
+        _save(checkpoint, model, optimizer, rows=rows, best=best, epoch=epoch, seconds=seconds)
     if best["model"] is not None:
         model.load_state_dict(best["model"])
     best_epoch = best["epoch"] if best["model"] is not None else len(rows)
@@ -368,16 +383,14 @@ def prune(
     if not isinstance(embedding, PrunableEmbedding):
         raise TypeError(f"{type(embedding).__name__} is not prunable")
     optimizer = make_optimizer(model, config)
-    state = load_checkpoint(checkpoint)
+    initial = copy.deepcopy(model.state_dict())
+    state = _resume(model, optimizer, checkpoint)
     if state is None:
-        initial = copy.deepcopy(model.state_dict())
         snapshots: list[Snapshot] = []
         rows: list[dict[str, float]] = []
         steps: list[tuple[int, int, int]] = [(0, 0, embedding.num_nonzero())]
         start_epoch, seconds = 0, 0.0
     else:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
         initial, snapshots, rows, steps = (
             state["initial"],
             state["snapshots"],
@@ -399,13 +412,7 @@ def prune(
             )
         return not pending
 
-    epochs = tqdm(
-        range(start_epoch, config.epochs),
-        desc="prune",
-        initial=start_epoch,
-        total=config.epochs,
-        disable=not config.progress,
-    )
+    epochs = _epoch_bar(start_epoch, config, "prune")
     for epoch in epochs:
         if not pending:
             break
@@ -417,20 +424,17 @@ def prune(
         nonzero = steps[-1][2]
         rows.append({"epoch": epoch + 1, **losses, "num_nonzero": nonzero, "seconds": seconds})
         epochs.set_postfix({"nonzero": nonzero, "targets_left": len(pending)})
-        if checkpoint is not None:
-            save_checkpoint(
-                checkpoint,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "initial": initial,
-                    "snapshots": snapshots,
-                    "rows": rows,
-                    "steps": steps,
-                    "epoch": epoch,
-                    "seconds": seconds,
-                },
-            )
+        _save(
+            checkpoint,
+            model,
+            optimizer,
+            initial=initial,
+            snapshots=snapshots,
+            rows=rows,
+            steps=steps,
+            epoch=epoch,
+            seconds=seconds,
+        )
     for target in pending:
         masks = embedding.magnitude_masks(target)
         count = int(sum(int(m.sum()) for m in masks.values()))
