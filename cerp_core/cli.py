@@ -15,7 +15,14 @@ from pathlib import Path
 from cerp_core.embeddings import EMBEDDINGS
 from cerp_core.experiment import PROTOCOLS, ExperimentConfig, run_experiment
 from cerp_core.models import MODELS
-from cerp_core.sweep import BACKENDS, StoreBusyError, run_key, write_atomic
+from cerp_core.sweep import (
+    BACKENDS,
+    StoreBusyError,
+    SweepConfig,
+    run_key,
+    sweep_main,
+    write_atomic,
+)
 from cerp_core.train import TrainConfig
 
 
@@ -104,8 +111,6 @@ def _add_sweep_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> None:
-    from cerp_core.sweep import sweep_main
-
     sweep_main(args.config, args.out, args.backend, args.address, args.workers)
 
 
@@ -135,6 +140,9 @@ def _notebooks(args: argparse.Namespace) -> None:
 def _add_report_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("report", help="tables and figures from a sweep's results.csv")
     parser.add_argument("folder", type=Path, help="sweep output folder holding results.csv")
+    parser.add_argument(
+        "--config", type=Path, help="sweep YAML: report only its runs (a folder keeps all sweeps')"
+    )
 
 
 def _report(args: argparse.Namespace) -> None:
@@ -149,16 +157,24 @@ def _report(args: argparse.Namespace) -> None:
     if not source.is_file():
         raise FileNotFoundError(f"{source} not found; run a sweep with --out {args.folder} first")
     results = pd.read_csv(source)
+    if args.config is not None:
+        keys = {run.key for run in SweepConfig.from_yaml(args.config).runs()}
+        results = results[results["run_key"].isin(keys)]
+        if results.empty:
+            raise ValueError(f"{source} holds no run of {args.config}")
     table = report.paper_table(results)
     write_atomic(args.folder / "table.md", report.to_markdown(table) + "\n")
     write_atomic(args.folder / "table.tex", report.to_latex(table) + "\n")
     front = report.pareto_front(results)
     write_atomic(args.folder / "pareto_front.csv", front.to_csv(index=False))
-    if (results["method"] == report.FULL_METHOD).any():
-        relative = report.relative_accuracy(results)
+    panels = results.groupby(["dataset", "backbone"])["method"].transform(
+        lambda methods: (methods == report.FULL_METHOD).any()
+    )
+    if panels.any():
+        relative = report.relative_accuracy(results[panels])
         write_atomic(args.folder / "relative_accuracy.csv", relative.to_csv(index=False))
-    else:
-        print("no 'full' model in the results: relative_accuracy.csv not written", file=sys.stderr)
+    if not panels.all():
+        print("panels without a 'full' model: not in relative_accuracy.csv", file=sys.stderr)
     plots.use_style()
     for (dataset, backbone), panel in results.groupby(["dataset", "backbone"]):
         name = f"budget_curves_{dataset}_{backbone}"

@@ -35,6 +35,20 @@ def _require(results: pd.DataFrame, columns: Sequence[str]) -> None:
         raise ValueError(f"results table lacks the columns {missing}")
 
 
+def _check_one_row_per_seed(results: pd.DataFrame) -> None:
+    """Raise if two rows would be averaged as seeds while they are one seed's runs of two
+    configurations (a result folder keeps the rows of every sweep written into it)."""
+    repeated = results[results.duplicated([*GROUP, "seed"], keep=False)]
+    if len(repeated):
+        first = repeated.iloc[0]
+        raise ValueError(
+            f"{len(repeated)} rows share a (dataset, backbone, method, budget, seed), e.g. "
+            f"{'/'.join(str(first[c]) for c in GROUP)} seed {first['seed']}: runs of different "
+            "configurations are in one table; select one configuration's rows first "
+            "(python -m cerp_core report DIR --config SWEEP.yaml)"
+        )
+
+
 def summarize(results: pd.DataFrame, metrics: Sequence[str] = METRICS) -> pd.DataFrame:
     """Mean and std over seeds per (dataset, backbone, method, budget), in order of appearance.
 
@@ -43,14 +57,7 @@ def summarize(results: pd.DataFrame, metrics: Sequence[str] = METRICS) -> pd.Dat
     one seed).
     """
     _require(results, [*GROUP, "seed", *SIZES, *metrics])
-    repeated = results[results.duplicated([*GROUP, "seed"], keep=False)]
-    if len(repeated):
-        first = repeated.iloc[0]
-        raise ValueError(
-            f"{len(repeated)} rows share a (dataset, backbone, method, budget, seed), e.g. "
-            f"{'/'.join(str(first[c]) for c in GROUP)} seed {first['seed']}: runs of different "
-            "configurations are in one table; select one configuration's rows first"
-        )
+    _check_one_row_per_seed(results)
     aggregations = {"seeds": ("seed", "nunique")} | {size: (size, "mean") for size in SIZES}
     for metric in metrics:
         aggregations[f"{metric}_mean"] = (metric, "mean")
@@ -199,6 +206,7 @@ def tradeoff(results: pd.DataFrame, x: str = "memory_bytes", y: str = "recall@20
     small in ``x`` and as good in ``y``, and better in one). Sorted by panel, method, ``x``.
     """
     _require(results, [*GROUP, "seed", x, y])
+    _check_one_row_per_seed(results)
     points = (
         results.groupby(GROUP, sort=False)
         .agg(

@@ -97,6 +97,14 @@ def test_report_writes_tables_and_figures(tmp_path: Path) -> None:
         assert (tmp_path / f"budget_curves_toy_mf.{suffix}").stat().st_size > 1000
     assert main(["report", str(tmp_path / "missing")]) == 2
 
+    partial = tmp_path / "partial"  # one panel with a full model, one without
+    partial.mkdir()
+    other_panel = frame[frame.method != "full"].assign(backbone="lightgcn")
+    pd.concat([frame, other_panel]).to_csv(partial / "results.csv", index=False)
+    assert main(["report", str(partial)]) == 0
+    assert set(pd.read_csv(partial / "relative_accuracy.csv")["backbone"]) == {"mf"}
+    assert (partial / "budget_curves_toy_lightgcn.png").is_file()
+
     without_full = tmp_path / "without-full"
     without_full.mkdir()
     frame[frame.method != "full"].to_csv(without_full / "results.csv", index=False)
@@ -104,3 +112,28 @@ def test_report_writes_tables_and_figures(tmp_path: Path) -> None:
     assert (without_full / "pareto_front.csv").is_file()
     assert (without_full / "budget_curves_toy_mf.png").is_file()
     assert not (without_full / "relative_accuracy.csv").exists()
+
+
+def test_report_selects_one_sweeps_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two sweeps in one folder differ only in lr: averaging them as seeds is refused, and
+    ``--config`` reports the runs of one sweep."""
+    import pandas as pd
+    import yaml
+
+    from cerp_core.sweep import SweepConfig
+
+    rows = []
+    for lr, recall in ((0.01, 0.30), (0.001, 0.10)):
+        config = {"methods": ["full"], "budgets": [1.0], "train": {"lr": lr}}
+        (tmp_path / f"lr{lr}.yaml").write_text(yaml.safe_dump(config))
+        (run,) = SweepConfig.from_dict(config).runs()
+        rows.append(
+            {"run_key": run.key, "dataset": "synthetic", "backbone": "mf", "method": "full",
+             "budget": 1.0, "seed": 0, "num_params": 1000, "param_fraction": 1.0,
+             "memory_bytes": 4000, "recall@20": recall, "ndcg@20": recall / 2}
+        )  # fmt: skip
+    pd.DataFrame(rows).to_csv(tmp_path / "results.csv", index=False)
+    assert main(["report", str(tmp_path)]) == 2
+    assert "2 rows share a (dataset, backbone, method, budget, seed)" in capsys.readouterr().err
+    assert main(["report", str(tmp_path), "--config", str(tmp_path / "lr0.001.yaml")]) == 0
+    assert "| synthetic | mf | full | 0.1000 | 0.0500 |" in (tmp_path / "table.md").read_text()
