@@ -125,11 +125,16 @@ class ExperimentResult:
         return pd.DataFrame(self.records)
 
 
+@functools.cache
 def git_commit() -> str | None:
-    """The checkout's commit, or ``None`` outside a git checkout."""
+    """The checkout's commit, ``-dirty`` when files differ from it; ``None`` outside git.
+
+    Read once per process, when its first run starts, so every row of a run names the code
+    that ran it even if commits land meanwhile.
+    """
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
+            ["git", "describe", "--always", "--dirty", "--abbrev=40"],
             cwd=Path(__file__).parent,
             capture_output=True,
             text=True,
@@ -188,6 +193,7 @@ def run_experiment(
             seed=config.seed,
             **config.data_options,
         )
+    git_commit()  # the code of this process, before anything can change it
     model = build_model(config, data)
     selection_split = data.test if config.protocol == "paper" else data.valid
     validate = functools.partial(

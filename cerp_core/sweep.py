@@ -199,6 +199,9 @@ class SweepConfig:
             unused = sorted(set(getattr(self, name)) - set(grid))
             if unused:
                 raise SweepConfigError(f"{name}: {unused} not in the sweep's {list(grid)}")
+        real = sorted(set(self.data_options) - {"synthetic"})
+        if real:
+            raise SweepConfigError(f"data_options: only 'synthetic' takes options, not {real}")
         self.runs()  # checks every run's configuration now, not when the run starts
 
     def _check_names(self) -> None:

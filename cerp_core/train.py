@@ -166,7 +166,7 @@ def bpr_loss(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write atomically: a kill mid-write leaves the previous checkpoint intact."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two writers never share one
     torch.save(state, tmp)
     os.replace(tmp, path)
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from cerp_core.cli import main
@@ -33,6 +34,7 @@ def test_train_writes_metrics_json(tmp_path: Path) -> None:
     assert record["num_params"] <= 0.1 * record["full_params"]
     assert record["full_params"] == 5000 * 16
     assert (out / "history.csv").is_file()
+    assert (pd.read_csv(out / "prune_history.csv")["num_nonzero"] > 0).all()
 
 
 def test_a_new_configuration_in_the_same_folder_starts_afresh(tmp_path: Path) -> None:
@@ -45,7 +47,14 @@ def test_a_new_configuration_in_the_same_folder_starts_afresh(tmp_path: Path) ->
         )  # fmt: skip
         records.append(json.loads((tmp_path / "metrics.json").read_text()))
     assert len(list((tmp_path / "checkpoints").iterdir())) == 2
-    assert records[1]["seed"] == 1 and records[1]["recall@20"] != records[0]["recall@20"]
+    fresh = tmp_path / "fresh"
+    main(
+        ["train", "--method", "hash", "--budget", "0.1", "--epochs", "2", "--dim", "8",
+         "--seed", "1", "--out", str(fresh), "--no-progress"]
+    )  # fmt: skip
+    again = json.loads((fresh / "metrics.json").read_text())  # seed 1 alone in its folder
+    metrics = [k for k in again if k.startswith(("recall@", "ndcg@", "valid_"))]
+    assert {k: records[1][k] for k in metrics} == {k: again[k] for k in metrics}
     assert records[2]["recall@20"] == records[0]["recall@20"]  # resumed from its checkpoint
 
 
@@ -76,7 +85,6 @@ def test_bad_arguments_get_one_line_and_nonzero_exit(
 
 
 def test_report_writes_tables_and_figures(tmp_path: Path) -> None:
-    import pandas as pd
 
     rows = [
         ("full", 1.0, 1000, 0.30, 0.20),
@@ -117,7 +125,6 @@ def test_report_writes_tables_and_figures(tmp_path: Path) -> None:
 def test_report_selects_one_sweeps_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Two sweeps in one folder differ only in lr: averaging them as seeds is refused, and
     ``--config`` reports the runs of one sweep."""
-    import pandas as pd
     import yaml
 
     from cerp_core.sweep import SweepConfig

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import ray
+import torch
 import yaml
 
 from cerp_core.cli import main
@@ -97,6 +98,12 @@ BAD_CONFIGS = [
     ("train: {seed: 1}", "train.seed: set by the sweep's seeds"),
     ("train: [1, 2]", "train: expected a mapping"),
     ("model_options: {lightgcn: {num_layers: 2}}", "model_options: ['lightgcn'] not in"),
+    (
+        "datasets: [gowalla]\ndata_options: {gowalla: {num_users: 9}}",
+        "data_options: only 'synthetic' takes options, not ['gowalla']",
+    ),
+    ("ks: [10, 50]", "train.selection_metric 'ndcg@20' must be recall@k or ndcg@k"),
+    ("methods: [full, hash]\nbudgets: [1.0]", "budgets: method 'hash' needs a budget below 1.0"),
     ("embedding_options: {cerp: 3}", "embedding_options.cerp: expected a mapping"),
     ("- full\n- hash", "expected a mapping of fields, got list"),
     ("methods: [full\nseeds: [0]", "not valid YAML"),
@@ -315,6 +322,10 @@ def test_resume_after_kill(
     assert len(stored) == TINY_RUNS - 1  # full and both hash runs
     (in_flight,) = (out / "checkpoints").iterdir()
     assert [path.name for path in in_flight.iterdir()] == ["prune.pt"]
+    # mark the checkpoint: a restart that resumes from it carries its clock on
+    state = torch.load(in_flight / "prune.pt", weights_only=False)
+    state["seconds"] = 1e6
+    torch.save(state, in_flight / "prune.pt")
 
     results = sweep_main(config, out, backend="local", address=None, workers=2)
 
@@ -327,6 +338,7 @@ def test_resume_after_kill(
     assert len(table) == TINY_ROWS and table["row_key"].is_unique
     assert sorted(table["row_key"]) == sorted(reference["row_key"])
     assert not list((out / "checkpoints").iterdir())
+    assert (results.loc[results["method"] == "cerp", "prune_seconds"] >= 1e6).all()
     pd.testing.assert_frame_equal(compared(results), compared(reference))
     pd.testing.assert_frame_equal(compared(table), compared(reference))
 
