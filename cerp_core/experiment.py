@@ -270,6 +270,7 @@ def _record(
         "full_params": embedding.full_parameters,
         "param_fraction": embedding.num_parameters() / embedding.full_parameters,
         "memory_bytes": memory.inference_bytes,
+        "memory_format": memory.inference_format,
         "dense_bytes": memory.dense_bytes,
         "training_only_bytes": memory.training_only_bytes,
         **test,

@@ -13,6 +13,7 @@ from cerp_core.embeddings import (
     MagnitudePrunedEmbedding,
     PEPEmbedding,
     PrunableEmbedding,
+    bitmask_bytes,
     composition_indices,
     csr_bytes,
     min_bucket_size,
@@ -69,6 +70,8 @@ def test_pep_element_wise_forward_counts_and_bytes(device):
     report = table.memory()
     assert report.dense_bytes == 24
     assert report.sparse_bytes == csr_bytes(3, 4) == 48
+    assert report.bitmask_bytes == bitmask_bytes(6, 4) == 17
+    assert (report.inference_bytes, report.inference_format) == (17, "bitmask")
     assert report.training_only_bytes == 24
     assert table.threshold_parameters() == [table.weight_threshold]
     assert table.pruning_loss(torch.ones(2, 2, device=device), epoch=0).item() == 0.0
@@ -132,6 +135,7 @@ def test_cerp_add_forward_counts_and_bytes(device, threshold):
     report = table.memory()
     assert report.dense_bytes == 2 * 3 * 2 * 4
     assert report.sparse_bytes == csr_bytes(3, 4) + csr_bytes(3, 5)
+    assert report.bitmask_bytes == bitmask_bytes(6, 4) + bitmask_bytes(6, 5) == 38
     assert report.training_only_bytes == (2 * 3 * 2 * 4 if threshold == "element-wise" else 8)
     assert table.full_parameters == 14
 

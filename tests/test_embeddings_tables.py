@@ -13,6 +13,7 @@ from cerp_core.embeddings import (
     MemoryReport,
     QREmbedding,
     TTEmbedding,
+    bitmask_bytes,
     csr_bytes,
 )
 from cerp_core.embeddings.tt import factor_dim, factor_rows, max_useful_rank, tt_parameters
@@ -22,11 +23,18 @@ def ids_on(device: str, *values: int) -> torch.Tensor:
     return torch.tensor(values, device=device)
 
 
-def test_memory_report_and_csr_bytes():
-    report = MemoryReport(dense_bytes=100, sparse_bytes=60, training_only_bytes=8)
-    assert report.inference_bytes == 60
+def test_memory_report_picks_the_cheapest_format():
+    report = MemoryReport(dense_bytes=100, sparse_bytes=60, bitmask_bytes=70, training_only_bytes=8)
+    assert (report.inference_bytes, report.inference_format) == (60, "csr")
+    report = MemoryReport(dense_bytes=100, sparse_bytes=60, bitmask_bytes=50)
+    assert (report.inference_bytes, report.inference_format) == (50, "bitmask")
+    assert MemoryReport.unpruned(25) == MemoryReport(100, 100, 100)
+    assert MemoryReport.unpruned(25).inference_format == "dense"
     # 5 non-zeros in 3 rows: 5 * (4 + 4) value/column bytes + 4 row pointers * 4 bytes
     assert csr_bytes(3, 5) == 56
+    # 5 non-zeros in a 3 x 3 table: 5 * 4 value bytes + 9 bits, i.e. 2 bytes
+    assert bitmask_bytes(9, 5) == 22
+    assert bitmask_bytes(16, 0) == 2
 
 
 def test_full_forward_counts_and_bytes(device):
@@ -37,7 +45,7 @@ def test_full_forward_counts_and_bytes(device):
     assert out.tolist() == [[6.0, 7.0, 8.0], [0.0, 1.0, 2.0]]
     assert table.num_parameters() == 11  # entry (0, 0) is zero
     assert table.full_parameters == 12
-    assert table.memory() == MemoryReport(dense_bytes=48, sparse_bytes=48)
+    assert table.memory() == MemoryReport.unpruned(12)
     assert table(ids_on(device, 1, 2, 3).reshape(3, 1)).shape == (3, 1, 3)
 
 
@@ -89,7 +97,7 @@ def test_qr_forward(device, combine, expected):
     # id 9: remainder row 9 mod 4 = 1, quotient row 9 div 4 = 2
     assert table(ids_on(device, 9)).tolist() == [expected]
     assert table.num_parameters() == (4 + 3) * 2
-    assert table.memory() == MemoryReport(dense_bytes=56, sparse_bytes=56)
+    assert table.memory() == MemoryReport.unpruned(14)
 
 
 def test_qr_pairs_are_unique_and_composed_scale_matches_full_table():

@@ -1,6 +1,12 @@
 """Compact embedding tables behind one interface and one budget knob (see ARCHITECTURE.md)."""
 
-from cerp_core.embeddings.base import CompactEmbedding, DenseEmbedding, MemoryReport, csr_bytes
+from cerp_core.embeddings.base import (
+    CompactEmbedding,
+    DenseEmbedding,
+    MemoryReport,
+    bitmask_bytes,
+    csr_bytes,
+)
 from cerp_core.embeddings.budget import (
     EMBEDDINGS,
     SUITE_THRESHOLD_INIT,
@@ -37,6 +43,7 @@ __all__ = [
     "TTEmbedding",
     "cerp_bucket_size",
     "composition_indices",
+    "bitmask_bytes",
     "csr_bytes",
     "make_embedding",
     "max_parameters",

@@ -21,19 +21,34 @@ class MemoryReport:
     """Bytes a table takes when stored for inference, plus what only training needs.
 
     ``dense_bytes`` stores every array as float32. ``sparse_bytes`` stores each pruned table in
-    CSR form (float32 values, int32 column indices, int32 row pointers) and every other array
-    densely; for unpruned tables it equals ``dense_bytes``. ``training_only_bytes`` counts
-    parameters that inference never needs (pruning thresholds).
+    CSR form (float32 values, int32 column indices, int32 row pointers) and ``bitmask_bytes``
+    as its float32 non-zeros plus one bit per entry; every other array is stored densely, so
+    for unpruned tables all three are equal. ``training_only_bytes`` counts parameters that
+    inference never needs (pruning thresholds).
     """
 
     dense_bytes: int
     sparse_bytes: int
+    bitmask_bytes: int
     training_only_bytes: int = 0
 
     @property
+    def inference_format(self) -> str:
+        """The cheapest storage format: ``"dense"``, ``"csr"`` or ``"bitmask"``."""
+        formats = {"dense": self.dense_bytes, "csr": self.sparse_bytes}
+        formats["bitmask"] = self.bitmask_bytes
+        return min(formats, key=formats.__getitem__)
+
+    @property
     def inference_bytes(self) -> int:
-        """The smaller of the two storage formats."""
-        return min(self.dense_bytes, self.sparse_bytes)
+        """Bytes in the cheapest storage format."""
+        return min(self.dense_bytes, self.sparse_bytes, self.bitmask_bytes)
+
+    @classmethod
+    def unpruned(cls, values: int) -> MemoryReport:
+        """The report of tables stored densely: ``values`` float32 numbers in every format."""
+        size = values * FLOAT_BYTES
+        return cls(dense_bytes=size, sparse_bytes=size, bitmask_bytes=size)
 
 
 def csr_bytes(rows: int, nnz: int) -> int:
@@ -43,6 +58,12 @@ def csr_bytes(rows: int, nnz: int) -> int:
     pointers.
     """
     return nnz * (FLOAT_BYTES + INDEX_BYTES) + (rows + 1) * INDEX_BYTES
+
+
+def bitmask_bytes(entries: int, nnz: int) -> int:
+    """Bytes of a matrix of ``entries`` entries stored as its ``nnz`` float32 non-zeros (in
+    row-major order) and a bitmask of one bit per entry, rounded up to whole bytes."""
+    return nnz * FLOAT_BYTES + -(-entries // 8)
 
 
 def init_table(rows: int, cols: int, init: Init = "normal", std: float = 0.1) -> torch.Tensor:
@@ -120,5 +141,4 @@ class DenseEmbedding(CompactEmbedding):
         return sum(int(torch.count_nonzero(p)) for p in self.parameters())
 
     def memory(self) -> MemoryReport:
-        size = sum(p.numel() for p in self.parameters()) * FLOAT_BYTES
-        return MemoryReport(dense_bytes=size, sparse_bytes=size)
+        return MemoryReport.unpruned(sum(p.numel() for p in self.parameters()))

@@ -8,7 +8,13 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from cerp_core.embeddings.base import FLOAT_BYTES, CompactEmbedding, MemoryReport, csr_bytes
+from cerp_core.embeddings.base import (
+    FLOAT_BYTES,
+    CompactEmbedding,
+    MemoryReport,
+    bitmask_bytes,
+    csr_bytes,
+)
 
 Threshold = Literal["element-wise", "row-wise", "dimension-wise", "global"]
 
@@ -185,10 +191,14 @@ class PrunableEmbedding(CompactEmbedding):
         return embeddings.new_zeros(())
 
     def memory(self) -> MemoryReport:
-        weights = self.effective_weights().values()
+        sizes = [
+            (w.shape[0], w.numel(), int(torch.count_nonzero(w)))
+            for w in self.effective_weights().values()
+        ]
         return MemoryReport(
-            dense_bytes=sum(w.numel() for w in weights) * FLOAT_BYTES,
-            sparse_bytes=sum(csr_bytes(w.shape[0], int(torch.count_nonzero(w))) for w in weights),
+            dense_bytes=sum(entries for _, entries, _ in sizes) * FLOAT_BYTES,
+            sparse_bytes=sum(csr_bytes(rows, nnz) for rows, _, nnz in sizes),
+            bitmask_bytes=sum(bitmask_bytes(entries, nnz) for _, entries, nnz in sizes),
             training_only_bytes=sum(p.numel() for p in self.threshold_parameters()) * FLOAT_BYTES,
         )
 
