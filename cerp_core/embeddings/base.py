@@ -33,16 +33,20 @@ class MemoryReport:
     training_only_bytes: int = 0
 
     @property
+    def formats(self) -> dict[str, int]:
+        """Bytes of each inference storage format; on a tie the earlier one is preferred."""
+        return {"dense": self.dense_bytes, "csr": self.sparse_bytes, "bitmask": self.bitmask_bytes}
+
+    @property
     def inference_format(self) -> str:
         """The cheapest storage format: ``"dense"``, ``"csr"`` or ``"bitmask"``."""
-        formats = {"dense": self.dense_bytes, "csr": self.sparse_bytes}
-        formats["bitmask"] = self.bitmask_bytes
+        formats = self.formats
         return min(formats, key=formats.__getitem__)
 
     @property
     def inference_bytes(self) -> int:
         """Bytes in the cheapest storage format."""
-        return min(self.dense_bytes, self.sparse_bytes, self.bitmask_bytes)
+        return self.formats[self.inference_format]
 
     @classmethod
     def unpruned(cls, values: int) -> MemoryReport:
