@@ -21,6 +21,7 @@ from cerp_core.models import (
     make_model,
     normalized_adjacency,
 )
+from cerp_core.models.lightgcn import csr_tensor, propagate
 
 NUM_USERS, NUM_ITEMS, DIM = 4, 6, 8
 TRAIN = sp.csr_matrix(
@@ -177,14 +178,97 @@ def test_lightgcn_without_layers_is_mf(device: str) -> None:
 def test_lightgcn_propagates_once_per_call(device: str) -> None:
     model = build("lightgcn", "cpu").to(device)  # the graph moves with the module
     assert model.adjacency.device.type == device
-    calls = []
-    model.embedding.register_forward_hook(lambda module, args, out: calls.append(len(args[0])))
+    table, calls = model.embedding, []
+
+    def counted() -> torch.Tensor:
+        calls.append(1)
+        return type(table).embed_all(table)
+
+    table.embed_all = counted
     model(USERS.to(device), ITEMS.to(device))
-    assert calls == [NUM_USERS + NUM_ITEMS]
+    assert len(calls) == 1
     score = model.scorer()
     score(USERS.to(device))
     score(USERS.to(device))
-    assert calls == [NUM_USERS + NUM_ITEMS] * 2
+    assert len(calls) == 2
+
+
+def random_bipartite(num_users: int, num_items: int, isolated: int, seed: int) -> sp.csr_matrix:
+    """A random interaction matrix whose last ``isolated`` users and items have no edge."""
+    rng = np.random.default_rng(seed)
+    dense = (rng.random((num_users, num_items)) < 0.2).astype(np.float32)
+    dense[num_users - isolated :, :] = 0
+    dense[:, num_items - isolated :] = 0
+    return sp.csr_matrix(dense)
+
+
+def coo_reference(adjacency: sp.csr_matrix, layer0: torch.Tensor, num_layers: int):
+    """The propagation with ``torch.sparse.mm`` over a COO copy (the straightforward way)."""
+    coo = adjacency.tocoo()
+    indices = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
+    matrix = torch.sparse_coo_tensor(
+        indices, torch.from_numpy(coo.data), coo.shape, check_invariants=True
+    )
+    matrix = matrix.coalesce()
+    matrix = matrix.to(layer0.dtype)
+    layer, total = layer0, layer0
+    for _ in range(num_layers):
+        layer = torch.sparse.mm(matrix, layer)
+        total = total + layer
+    return total / (num_layers + 1)
+
+
+def test_csr_propagation_matches_coo_forward_and_gradients() -> None:
+    adjacency = normalized_adjacency(random_bipartite(30, 40, isolated=3, seed=1))
+    weights = torch.randn(70, 16)
+    upstream = torch.randn(70, 16)
+    results = []
+    for run in (
+        lambda x: propagate(csr_tensor(adjacency), x, 3),
+        lambda x: coo_reference(adjacency, x, 3),
+    ):
+        layer0 = weights.clone().requires_grad_()
+        out = run(layer0)
+        (out * upstream).sum().backward()
+        results.append((out.detach(), layer0.grad))
+    (out, grad), (expected_out, expected_grad) = results
+    torch.testing.assert_close(out, expected_out, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-5)
+
+
+def test_csr_propagation_passes_gradcheck_in_float64() -> None:
+    adjacency = csr_tensor(normalized_adjacency(random_bipartite(5, 7, 1, seed=2)), torch.float64)
+    layer0 = torch.randn(12, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: propagate(adjacency, x, 2), (layer0,))
+
+
+def test_isolated_nodes_keep_only_their_own_layer0_share() -> None:
+    """Nodes without edges get nothing from the graph: their later layers are zero."""
+    train = random_bipartite(10, 12, isolated=2, seed=3)
+    layer0 = torch.randn(22, 4)
+    final = propagate(csr_tensor(normalized_adjacency(train)), layer0, 3)
+    isolated = [8, 9, 20, 21]
+    torch.testing.assert_close(final[isolated], layer0[isolated] / 4)
+    zero_layer0 = layer0.clone()
+    zero_layer0[isolated] = 0
+    final = propagate(csr_tensor(normalized_adjacency(train)), zero_layer0, 3)
+    assert torch.count_nonzero(final[isolated]) == 0
+
+
+def test_lightgcn_training_step_is_seeded_and_repeatable() -> None:
+    train = random_bipartite(30, 40, isolated=0, seed=4)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(7)
+        model = make_model("lightgcn", FullEmbedding(70, 8), train)
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+        for _ in range(3):
+            scores = model(torch.arange(30), torch.randint(0, 40, (30, 2)))
+            optimizer.zero_grad()
+            scores.logsumexp(dim=1).mean().backward()
+            optimizer.step()
+        runs.append(model.embedding.weight.detach().clone())
+    assert torch.equal(runs[0], runs[1])
 
 
 def test_mlp_input_normalisation(device: str) -> None:

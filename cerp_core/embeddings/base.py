@@ -112,6 +112,8 @@ class CompactEmbedding(nn.Module):
         self.num_entities = num_entities
         self.dim = dim
         self.output_dim = dim if output_dim is None else output_dim
+        # Every id, kept so that :meth:`embed_all` allocates no index per call.
+        self.register_buffer("all_ids", torch.arange(num_entities), persistent=False)
 
     @property
     def full_parameters(self) -> int:
@@ -121,6 +123,11 @@ class CompactEmbedding(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         """Return ``[len(ids), output_dim]`` embeddings."""
         raise NotImplementedError
+
+    def embed_all(self) -> torch.Tensor:
+        """Embeddings of every id, ``[num_entities, output_dim]`` (what graph backbones
+        propagate); tables override it where the whole table needs less work than a lookup."""
+        return self(self.all_ids)
 
     def num_parameters(self) -> int:  # pragma: no cover - interface
         """Stored non-zero embedding parameters (the budget measure)."""

@@ -29,3 +29,6 @@ class FullEmbedding(DenseEmbedding):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.weight[ids]
+
+    def embed_all(self) -> torch.Tensor:
+        return self.weight

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -33,6 +36,58 @@ def normalized_adjacency(train: sp.spmatrix) -> sp.csr_matrix:
     np.power(degree, -0.5, out=inv_sqrt, where=degree > 0)
     scale = sp.diags(inv_sqrt)
     return (scale @ adjacency @ scale).tocsr().astype(np.float32)
+
+
+def csr_tensor(matrix: sp.spmatrix, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``matrix`` as a torch sparse CSR tensor, with int32 indices when they fit (faster
+    sparse-dense products on CPU) and int64 otherwise."""
+    csr = sp.csr_matrix(matrix)
+    csr.sort_indices()
+    index_dtype = np.int32 if csr.nnz < 2**31 and max(csr.shape) < 2**31 else np.int64
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the ops used here are not
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(csr.indptr.astype(index_dtype)),
+            torch.from_numpy(csr.indices.astype(index_dtype)),
+            torch.from_numpy(csr.data).to(dtype),
+            csr.shape,
+            check_invariants=True,
+        )
+
+
+class SymmetricPropagation(torch.autograd.Function):
+    r"""``A @ X`` for a *symmetric* sparse CSR matrix ``A``, differentiable in ``X`` only.
+
+    The gradient of ``A X`` with respect to ``X`` is ``A^T G = A G``, so the backward pass
+    reuses the forward's CSR matrix: no transposition, no COO coalescing, one sparse-dense
+    product each way (``torch.sparse.mm`` on a COO matrix transposes and coalesces in every
+    backward pass). The caller guarantees the symmetry; :func:`normalized_adjacency` is
+    symmetric by construction.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, adjacency: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        ctx.adjacency = adjacency
+        return adjacency @ dense
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
+        return None, ctx.adjacency @ grad
+
+
+def propagate(adjacency: torch.Tensor, layer0: torch.Tensor, num_layers: int) -> torch.Tensor:
+    r"""Mean of ``layer0`` and its ``num_layers`` propagations: ``sum_l A^l E / (L + 1)``.
+
+    Args:
+        adjacency: Symmetric ``[N, N]`` sparse CSR matrix.
+        layer0: ``[N, d]`` dense embeddings.
+        num_layers: ``L >= 0``.
+    """
+    layer, total = layer0, layer0
+    for _ in range(num_layers):
+        layer = SymmetricPropagation.apply(adjacency, layer)
+        total = total + layer
+    return total / (num_layers + 1)
 
 
 class LightGCN(Recommender):
@@ -80,34 +135,20 @@ class LightGCN(Recommender):
         if num_layers < 0:
             raise ValueError(f"num_layers must be >= 0, got {num_layers}")
         self.num_layers = num_layers
-        coo = normalized_adjacency(train).tocoo()
-        indices = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
-        adjacency = torch.sparse_coo_tensor(
-            indices, torch.from_numpy(coo.data), coo.shape, check_invariants=True
-        )
-        adjacency = adjacency.coalesce().to(self.device)
+        adjacency = csr_tensor(normalized_adjacency(train)).to(self.device)
         # Derived from `train`, so it is rebuilt rather than saved with the weights.
         self.register_buffer("adjacency", adjacency, persistent=False)
 
-    def table(self) -> torch.Tensor:
-        """Layer-0 embeddings of all entities, ``[num_users + num_items, output_dim]``."""
-        ids = torch.arange(self.embedding.num_entities, device=self.adjacency.device)
-        return self.embedding(ids)
-
     def propagate(self, layer0: torch.Tensor | None = None) -> torch.Tensor:
         """Final embeddings of all entities, ``[num_users + num_items, output_dim]``, from the
-        layer-0 embeddings (default: :meth:`table`)."""
-        layer = self.table() if layer0 is None else layer0
-        total = layer
-        for _ in range(self.num_layers):
-            layer = torch.sparse.mm(self.adjacency, layer)
-            total = total + layer
-        return total / (self.num_layers + 1)
+        layer-0 embeddings (default: the table's, :meth:`CompactEmbedding.embed_all`)."""
+        layer0 = self.embedding.embed_all() if layer0 is None else layer0
+        return propagate(self.adjacency.to(layer0.dtype), layer0, self.num_layers)
 
     def score_batch(
         self, users: torch.Tensor, items: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        layer0 = self.table()
+        layer0 = self.embedding.embed_all()
         final = self.propagate(layer0)
         scores = torch.einsum("bd,bkd->bk", final[users], final[self.item_entities(items)])
         return scores, layer0[self.batch_ids(users, items)]
