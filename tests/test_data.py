@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from cerp_core.data import (
     DataFormatError,
     DatasetNotFoundError,
+    DataWarning,
     from_dataframe,
     load_dataset,
     make_synthetic,
@@ -29,7 +31,8 @@ def write_dataset(folder: Path, train: str, test: str) -> Path:
 
 def test_reads_lightgcn_folder_with_test_only_items_and_missing_users(tmp_path: Path) -> None:
     folder = write_dataset(tmp_path / "toy", "0 1 2\n1 0\n3 2 4\n", "0 5\n1 1\n")
-    data = read_lightgcn_dir(folder)
+    with pytest.warns(DataWarning, match="1 of 4 user ids .* 1 of 6 item ids .* 1 test-only"):
+        data = read_lightgcn_dir(folder)
     assert (data.num_users, data.num_items) == (4, 6)  # user 2 has no line; item 5 only in test
     assert data.train.nnz == 5 and data.test.nnz == 2
     assert data.train[3].indices.tolist() == [2, 4]
@@ -40,6 +43,7 @@ def test_reads_lightgcn_folder_with_test_only_items_and_missing_users(tmp_path: 
     assert data.user_activity().tolist() == [2, 1, 0, 2]
 
 
+@pytest.mark.filterwarnings("ignore::cerp_core.data.DataWarning")  # test-only items
 def test_a_user_line_without_items_is_allowed(tmp_path: Path) -> None:
     data = read_lightgcn_dir(write_dataset(tmp_path / "toy", "0 1\n1\n", "1 0\n"))
     assert data.train[1].nnz == 0 and data.test[1].indices.tolist() == [0]
@@ -108,6 +112,7 @@ def test_offline_download_failure_says_where_to_put_files(
     assert str(tmp_path / "yelp2018") in message and "CERP_DATA_DIR" in message
 
 
+@pytest.mark.filterwarnings("ignore::cerp_core.data.DataWarning")  # test-only items
 def test_processed_cache_is_keyed_by_content(tmp_path: Path) -> None:
     folder = write_dataset(tmp_path / "toy", "0 1 2\n1 0\n", "0 3\n")
     first = read_lightgcn_dir(folder)
@@ -177,8 +182,12 @@ def test_from_dataframe_filters_remaps_and_splits() -> None:
 def test_real_data_sets_match_their_readme(
     real_data_root: Path, name: str, users: int, items: int, train: int, test: int
 ) -> None:
-    data = load_dataset(name, root=real_data_root, valid_fraction=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)  # no unused ids, no test-only items
+        data = load_dataset(name, root=real_data_root, valid_fraction=0.0)
     assert (data.num_users, data.num_items) == (users, items)
+    gaps = data.statistics().iloc[0][["unused_user_ids", "unused_item_ids", "test_only_items"]]
+    assert gaps.tolist() == [0, 0, 0]
     assert (data.train.nnz, data.test.nnz) == (train, test)
     assert data.train.multiply(data.test).nnz == 0
 

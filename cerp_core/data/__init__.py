@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import warnings
@@ -11,10 +12,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cerp_core.data.errors import DataError, DataFormatError, DatasetNotFoundError
+from cerp_core.data.errors import DataError, DataFormatError, DatasetNotFoundError, DataWarning
 from cerp_core.data.frame import from_dataframe, k_core, split_train_test
 from cerp_core.data.interactions import Interactions, split_per_user, to_csr
-from cerp_core.data.lightgcn import check_disjoint, read_user_item_file
+from cerp_core.data.lightgcn import (
+    MAX_IDS,
+    check_disjoint,
+    check_id_space,
+    read_user_item_file,
+    require_file,
+)
 from cerp_core.data.sources import (
     CACHE_DIR_ENV,
     DATA_DIR_ENV,
@@ -32,6 +39,7 @@ __all__ = [
     "DATASET_NAMES",
     "DataError",
     "DataFormatError",
+    "DataWarning",
     "DatasetNotFoundError",
     "Interactions",
     "data_root",
@@ -45,6 +53,7 @@ __all__ = [
 ]
 
 DATASET_NAMES = ("synthetic", *REAL_DATASETS)
+_CACHE_KEYS = ("train_users", "train_items", "test_users", "test_items", "num_users")
 
 
 def load_dataset(
@@ -67,6 +76,11 @@ def load_dataset(
             (early stopping and model selection). ``0`` reproduces the paper's protocol.
         seed: Seed of the synthetic generator and of every split.
     """
+    if isinstance(name_or_path, str) and not name_or_path.strip():
+        raise DatasetNotFoundError(
+            f"empty data set name; give one of {list(DATASET_NAMES)}, a folder (use '.' for the "
+            "working directory) or a DataFrame"
+        )
     takes_options = isinstance(name_or_path, pd.DataFrame) or name_or_path == "synthetic"
     if options and not takes_options:
         raise TypeError(f"unexpected options for {name_or_path!r}: {sorted(options)}")
@@ -88,19 +102,22 @@ def load_dataset(
 
 
 def read_lightgcn_dir(folder: str | Path, name: str | None = None) -> Interactions:
-    """Read ``train.txt`` and ``test.txt`` of a folder (validated, cached by content hash)."""
+    """Read ``train.txt`` and ``test.txt`` of a folder (validated, cached by content hash).
+
+    A mostly unused id space is refused (see :func:`~cerp_core.data.lightgcn.check_id_space`);
+    smaller gaps and test-only items are kept, counted in ``statistics()`` and warned about.
+    """
     folder = Path(folder)
     train_path, test_path = folder / "train.txt", folder / "test.txt"
     for path in (train_path, test_path):
-        if not path.is_file():
-            raise DatasetNotFoundError(f"{path} not found; expected LightGCN train.txt/test.txt")
-    key = f"v2-{file_sha256(train_path)[:16]}-{file_sha256(test_path)[:16]}"
+        require_file(path)
+    # v3: entries are written only after the id-space check
+    key = f"v3-{file_sha256(train_path)[:16]}-{file_sha256(test_path)[:16]}"
     cached = cache_dir() / "processed" / f"{key}.npz"
-    if cached.is_file():
-        with np.load(cached) as arrays:
-            pairs = {name: arrays[name] for name in arrays.files}
-    else:
+    pairs = _read_cache(cached)
+    if pairs is None:
         train, test = read_user_item_file(train_path), read_user_item_file(test_path)
+        check_id_space(train, test)
         check_disjoint(train, test)
         pairs = {
             "train_users": train.users,
@@ -112,9 +129,8 @@ def read_lightgcn_dir(folder: str | Path, name: str | None = None) -> Interactio
         }
         _save_atomically(cached, pairs)
     num_users = int(pairs["num_users"])
-    num_items = int(max(pairs["train_items"].max(initial=-1), pairs["test_items"].max(initial=-1)))
-    num_items += 1
-    return Interactions(
+    num_items = int(max(pairs["train_items"].max(), pairs["test_items"].max())) + 1
+    data = Interactions(
         name=name or folder.name,
         num_users=num_users,
         num_items=num_items,
@@ -122,6 +138,62 @@ def read_lightgcn_dir(folder: str | Path, name: str | None = None) -> Interactio
         valid=to_csr(pairs["test_users"][:0], pairs["test_items"][:0], num_users, num_items),
         test=to_csr(pairs["test_users"], pairs["test_items"], num_users, num_items),
     )
+    _warn_about_gaps(data, f"{train_path} and {test_path}")
+    return data
+
+
+def _warn_about_gaps(data: Interactions, files: str) -> None:
+    """One warning when some ids have no interaction or some items occur only in test."""
+    gaps = data.id_space_gaps()
+    found = [
+        f"{gaps['unused_user_ids']:,} of {data.num_users:,} user ids have no interaction",
+        f"{gaps['unused_item_ids']:,} of {data.num_items:,} item ids have no interaction",
+        f"{gaps['test_only_items']:,} test-only items (no training interaction)",
+    ]
+    found = [text for text, count in zip(found, gaps.values(), strict=True) if count]
+    if found:
+        warnings.warn(
+            f"{files}: {'; '.join(found)}. They stay in the id space (ranking candidates, "
+            "negatives, table size; see statistics()); load_dataset(frame) remaps ids densely.",
+            DataWarning,
+            stacklevel=3,
+        )
+
+
+def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
+    """The cached arrays; ``None`` if absent, or if unreadable (then warned and deleted)."""
+    if not path.exists():
+        return None
+    try:
+        # our own handle: np.load leaves its file open when the zip is broken
+        with path.open("rb") as handle, np.load(handle, allow_pickle=False) as arrays:
+            pairs = {key: arrays[key] for key in _CACHE_KEYS}
+        _check_cached(pairs)
+    except Exception as error:  # BadZipFile, EOFError, OSError, ValueError, KeyError, zlib.error
+        warnings.warn(
+            f"processed-data cache {path} is unreadable ({type(error).__name__}: {error}); "
+            "deleted it, re-reading the source files",
+            DataWarning,
+            stacklevel=3,
+        )
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
+    return pairs
+
+
+def _check_cached(pairs: dict[str, np.ndarray]) -> None:
+    """Raise ``ValueError`` unless the arrays have the shapes and ranges the reader writes."""
+    num_users = pairs["num_users"]
+    if num_users.shape != () or num_users.dtype.kind not in "iu" or num_users > MAX_IDS:
+        raise ValueError(f"num_users is {num_users!r}, not an integer id count")
+    for split in ("train", "test"):
+        users, items = pairs[f"{split}_users"], pairs[f"{split}_items"]
+        if users.ndim != 1 or users.shape != items.shape or not len(users):
+            raise ValueError(f"{split} arrays have shapes {users.shape} and {items.shape}")
+        for array, limit in ((users, int(num_users)), (items, MAX_IDS)):
+            if array.dtype.kind not in "iu" or array.min() < 0 or array.max() >= limit:
+                raise ValueError(f"{split} ids of dtype {array.dtype} are out of range")
 
 
 def _save_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:

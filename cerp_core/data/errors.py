@@ -21,3 +21,7 @@ class DataFormatError(DataError):
 
 class DatasetNotFoundError(DataError):
     """A data set is neither on disk nor downloadable; says where to put the files."""
+
+
+class DataWarning(UserWarning):
+    """A data set loads, but with something worth knowing (unused ids, a rebuilt cache)."""

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from cerp_core.data.errors import DataError
-from cerp_core.data.interactions import Interactions, split_per_user, to_csr
+from cerp_core.data.interactions import Interactions, hold_out, to_csr
 
 
 def split_train_test(
@@ -19,7 +19,7 @@ def split_train_test(
     seed: int,
 ) -> Interactions:
     """Hold out ``test_fraction`` of each user's interactions (seeded) as the test split."""
-    held = split_per_user(users, test_fraction, seed)
+    held = hold_out(users, test_fraction, seed, "test", "the log")
     empty = to_csr(users[:0], items[:0], num_users, num_items)
     return Interactions(
         name=name,

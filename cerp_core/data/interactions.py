@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from cerp_core.data.errors import DataError
+
 
 def to_csr(users: np.ndarray, items: np.ndarray, num_users: int, num_items: int) -> sp.csr_matrix:
     """Binary ``num_users x num_items`` CSR matrix with sorted column indices."""
@@ -37,6 +39,18 @@ def split_per_user(users: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     wanted = np.clip(np.floor(fraction * counts + 0.5), 1, np.maximum(counts - 1, 0))
     chosen[order] = rank < wanted[sorted_users]
     return chosen
+
+
+def hold_out(users: np.ndarray, fraction: float, seed: int, split: str, source: str) -> np.ndarray:
+    """:func:`split_per_user`, refusing a positive ``fraction`` that would select nothing."""
+    held = split_per_user(users, fraction, seed)
+    if fraction > 0 and not held.any():
+        raise DataError(
+            f"the {split} split would be empty: no user has two or more interactions in "
+            f"{source}, and a user's only interaction is never held out; pass a {split} "
+            "fraction of 0 to go without one"
+        )
+    return held
 
 
 @dataclass(frozen=True)
@@ -76,8 +90,24 @@ class Interactions:
         """Training interactions per user."""
         return np.diff(self.train.indptr).astype(np.int64)
 
+    def id_space_gaps(self) -> dict[str, int]:
+        """Ids without any interaction (in any split), and items with test interactions only.
+
+        They stay in the id space: unused items are ranking candidates and negatives, and all
+        of them count in ``num_entities``, the full-table size that budgets are fractions of.
+        """
+        per_user = sum(np.diff(split.indptr) for split in (self.train, self.valid, self.test))
+        fit = np.concatenate((self.train.indices, self.valid.indices))
+        in_fit = np.bincount(fit, minlength=self.num_items) > 0
+        in_test = np.bincount(self.test.indices, minlength=self.num_items) > 0
+        return {
+            "unused_user_ids": int(np.count_nonzero(per_user == 0)),
+            "unused_item_ids": int(np.count_nonzero(~in_fit & ~in_test)),
+            "test_only_items": int(np.count_nonzero(~in_fit & in_test)),
+        }
+
     def statistics(self) -> pd.DataFrame:
-        """One-row summary: sizes, interaction counts per split, density."""
+        """One-row summary: sizes, interaction counts per split, density, id-space gaps."""
         total = self.train.nnz + self.valid.nnz + self.test.nnz
         return pd.DataFrame(
             {
@@ -89,16 +119,20 @@ class Interactions:
                 "test": [self.test.nnz],
                 "density": [total / (self.num_users * self.num_items)],
                 "users_with_test": [int((np.diff(self.test.indptr) > 0).sum())],
+                **{key: [value] for key, value in self.id_space_gaps().items()},
             },
             index=pd.Index([self.name], name="dataset"),
         )
 
     def with_validation(self, fraction: float, seed: int) -> Interactions:
-        """Copy whose validation split is carved from train (``fraction`` per user)."""
+        """Copy whose validation split is carved from train (``fraction`` per user).
+
+        A positive ``fraction`` that would leave the validation split empty is refused.
+        """
         if self.valid.nnz:
             raise ValueError("validation split already carved; start from the original train")
         users, items = self.train_pairs()
-        held = split_per_user(users, fraction, seed)
+        held = hold_out(users, fraction, seed, "validation", "train")
         return Interactions(
             name=self.name,
             num_users=self.num_users,
