@@ -7,19 +7,26 @@ line, ``error: ...``, without a traceback, and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from cerp_core.embeddings import EMBEDDINGS
+import yaml
+
+from cerp_core.embeddings import METHODS
 from cerp_core.experiment import PROTOCOLS, ExperimentConfig, run_experiment
 from cerp_core.models import MODELS
 from cerp_core.sweep import (
     BACKENDS,
     StoreBusyError,
     SweepConfig,
+    SweepFailedError,
+    YamlLoader,
     run_key,
+    stored_choices,
     sweep_main,
     write_atomic,
 )
@@ -40,34 +47,101 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE read as YAML (``4``, ``1e-3``, ``true``, ``concat``)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, yaml.load(value, Loader=YamlLoader)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"{key}: cannot read the value {value!r}") from None
+
+
 def _add_train_parser(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("train", help="train and evaluate one model; writes metrics.json")
-    parser.add_argument("--dataset", default="synthetic", help="name or folder (default synthetic)")
-    parser.add_argument("--backbone", choices=sorted(MODELS), default="mf")
-    parser.add_argument("--method", choices=sorted(EMBEDDINGS), default="cerp")
-    parser.add_argument(
-        "--budget", type=_budget, default=0.1, help="stored share of the full table"
+    experiment, training = ExperimentConfig(), TrainConfig()
+    parser = commands.add_parser(
+        "train",
+        help="train and evaluate one configuration; writes metrics.json",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    parser.add_argument("--dataset", default=experiment.dataset, help="name or folder")
+    parser.add_argument("--backbone", choices=list(MODELS), default="mf")
+    parser.add_argument("--method", choices=list(METHODS), default="cerp")
     parser.add_argument(
-        "--epochs", type=_positive_int, default=TrainConfig.epochs, help="bound of each stage"
+        "--budget",
+        type=_budget,
+        nargs="+",
+        default=[0.1],
+        help="stored share(s) of the full table; a pruning method serves several in one run",
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--epochs", type=_positive_int, default=training.epochs,
+                        help="bound of each stage")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=experiment.seed, help="seeds everything")
+    parser.add_argument("--device", default=experiment.device, help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--data-root", help="root of real data sets (default $CERP_DATA_DIR)")
-    parser.add_argument("--dim", type=_positive_int, default=64)
-    parser.add_argument("--batch-size", type=_positive_int, default=TrainConfig.batch_size)
-    parser.add_argument("--num-negatives", type=_positive_int, default=TrainConfig.num_negatives)
-    parser.add_argument("--lr", type=float, default=TrainConfig.lr)
+    parser.add_argument(
+        "--dim", type=_positive_int, default=experiment.dim, help="full table width"
+    )
+    parser.add_argument("--batch-size", type=_positive_int, default=training.batch_size,
+                        help="positive pairs per step")  # fmt: skip
+    parser.add_argument("--num-negatives", type=_positive_int, default=training.num_negatives,
+                        help="negatives per positive")  # fmt: skip
+    parser.add_argument("--lr", type=float, default=training.lr, help="Adam lr of the weights")
+    parser.add_argument("--threshold-lr", type=float, default=training.threshold_lr,
+                        help="Adam lr of pruning thresholds")  # fmt: skip
+    parser.add_argument(
+        "--embedding-option",
+        type=_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="option of the method's table, e.g. bucket_factor=4, regularizer_weight=1, "
+        "regularizer_decay=0.5, threshold_init=-8 (repeatable)",
+    )
+    parser.add_argument("--model-option", type=_option, action="append", default=[],
+                        metavar="KEY=VALUE", help="backbone option, e.g. num_layers=2")  # fmt: skip
     parser.add_argument(
         "--protocol",
         choices=PROTOCOLS,
-        default="validation",
+        default=experiment.protocol,
         help="paper: the authors' batching, optimiser and test-based selection (overrides "
         "--batch-size, --num-negatives and --lr; see cerp_core.experiment)",
     )
-    parser.add_argument("--valid-fraction", type=float, default=0.1)
+    parser.add_argument("--valid-fraction", type=float, default=experiment.valid_fraction,
+                        help="share of each user's training items held out")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _claim_folder(out: Path, key: str, config: ExperimentConfig) -> None:
+    """Make ``out`` the folder of the run ``key``; refuse one that holds another run's results.
+
+    ``out/run.json`` names the configuration whose results the folder holds, so a second
+    configuration can neither overwrite them nor leave its files beside them.
+    """
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    marker = out / "run.json"
+    if marker.is_file():
+        try:
+            owner = json.loads(marker.read_text())["run_key"]
+        except (ValueError, KeyError):
+            raise ValueError(
+                f"{marker} is not a run file of this suite; choose another --out"
+            ) from None
+        if owner != key:
+            raise ValueError(
+                f"--out {out} holds the results of another configuration (run key {owner}, see "
+                f"{marker}); choose another --out to keep both"
+            )
+        return
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        payload = {"run_key": key, "config": dataclasses.asdict(config)}
+        write_atomic(marker, json.dumps(payload, indent=1, sort_keys=True) + "\n")
+    except OSError as error:
+        raise ValueError(f"--out {out} cannot be written: {error.strerror}") from None
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -75,7 +149,7 @@ def _train(args: argparse.Namespace) -> None:
         dataset=args.dataset,
         backbone=args.backbone,
         method=args.method,
-        budgets=(args.budget,),
+        budgets=tuple(args.budget),
         dim=args.dim,
         protocol=args.protocol,
         seed=args.seed,
@@ -87,18 +161,24 @@ def _train(args: argparse.Namespace) -> None:
             batch_size=args.batch_size,
             num_negatives=args.num_negatives,
             lr=args.lr,
+            threshold_lr=args.threshold_lr,
             seed=args.seed,
             progress=not args.no_progress,
         ),
+        embedding_options=dict(args.embedding_option),
+        model_options=dict(args.model_option),
     )
-    # checkpoints of another configuration in the same folder are never resumed
-    result = run_experiment(config, checkpoint_dir=args.out / "checkpoints" / run_key(config))
-    (record,) = result.records
-    write_atomic(args.out / "metrics.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
-    result.trainings[-1].history.to_csv(args.out / "history.csv", index=False)
+    key = run_key(config)
+    _claim_folder(args.out, key, config)
+    result = run_experiment(config, checkpoint_dir=args.out / "checkpoints")
+    records = result.records
+    write_atomic(args.out / "metrics.json", json.dumps(records, indent=2, sort_keys=True) + "\n")
+    write_atomic(args.out / "history.csv", result.trainings[-1].history.to_csv(index=False))
     if result.pruning is not None:
-        result.pruning.history.to_csv(args.out / "prune_history.csv", index=False)
-    print(json.dumps({k: record[k] for k in ("method", "num_params", "recall@20", "ndcg@20")}))
+        write_atomic(args.out / "prune_history.csv", result.pruning.history.to_csv(index=False))
+    for record in records:
+        print(json.dumps({k: record[k] for k in ("method", "budget", "num_params", "recall@20",
+                                                 "ndcg@20")}))  # fmt: skip
 
 
 def _add_sweep_parser(commands: argparse._SubParsersAction) -> None:
@@ -158,7 +238,8 @@ def _report(args: argparse.Namespace) -> None:
         raise FileNotFoundError(f"{source} not found; run a sweep with --out {args.folder} first")
     results = pd.read_csv(source)
     if args.config is not None:
-        keys = {run.key for run in SweepConfig.from_yaml(args.config).runs()}
+        sweep = SweepConfig.from_yaml(args.config)
+        keys = {run.key for run in sweep.runs(stored_choices(sweep, args.folder))}
         results = results[results["run_key"].isin(keys)]
         if results.empty:
             raise ValueError(f"{source} holds no run of {args.config}")
@@ -204,4 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, StoreBusyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except SweepFailedError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return 0

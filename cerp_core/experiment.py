@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
+import itertools
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -32,10 +34,11 @@ import pandas as pd
 import torch
 
 import cerp_core
-from cerp_core.data import Interactions, load_dataset
-from cerp_core.embeddings import PrunableEmbedding, make_embedding
+from cerp_core.data import Interactions, load_dataset, make_synthetic
+from cerp_core.embeddings import METHODS, PrunableEmbedding, make_embedding
+from cerp_core.embeddings.base import MemoryReport
 from cerp_core.metrics import DEFAULT_KS, evaluate
-from cerp_core.models import Recommender, make_model
+from cerp_core.models import MODELS, Popularity, Recommender, make_model
 from cerp_core.train import PruneResult, TrainConfig, TrainResult, prune, retrain, train
 
 PROTOCOLS = ("validation", "paper")
@@ -102,12 +105,43 @@ class ExperimentConfig:
             self.valid_fraction = 0.0
             self.train = dataclasses.replace(self.train, **PAPER_TRAINING)
         self.ks = tuple(self.ks)
+        resolve_device(self.device)  # a missing GPU fails here, before any run starts
+        self._check_names_and_options()
         name, _, cutoff = self.train.selection_metric.partition("@")
         if name not in ("recall", "ndcg") or cutoff not in {str(k) for k in self.ks}:
             raise ValueError(
                 f"train.selection_metric {self.train.selection_metric!r} must be recall@k or "
                 f"ndcg@k with k in ks {self.ks}"
             )
+
+    def _check_names_and_options(self) -> None:
+        """Unknown methods, backbones and option names fail here, before any run starts."""
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose from {list(METHODS)}")
+        if self.backbone not in MODELS:
+            raise ValueError(f"unknown backbone {self.backbone!r}; choose from {list(MODELS)}")
+        METHODS[self.method].check_options(self.embedding_options)
+        accepted = set(inspect.signature(MODELS[self.backbone]).parameters)
+        accepted -= {"embedding", "num_users", "num_items", "train"}
+        unknown = sorted(set(self.model_options) - accepted)
+        if unknown:
+            raise ValueError(
+                f"backbone {self.backbone!r} does not take the option(s) {unknown}; it accepts "
+                f"{sorted(accepted)}"
+            )
+        if self.data_options:
+            if self.dataset != "synthetic":
+                raise ValueError(
+                    f"data_options {sorted(self.data_options)}: only the synthetic data set "
+                    f"takes options, not {self.dataset!r}"
+                )
+            accepted = set(inspect.signature(make_synthetic).parameters) - {"seed"}
+            unknown = sorted(set(self.data_options) - accepted)
+            if unknown:
+                raise ValueError(
+                    f"the synthetic data set does not take the option(s) {unknown}; it "
+                    f"accepts {sorted(accepted)}"
+                )
 
 
 @dataclass
@@ -194,7 +228,6 @@ def run_experiment(
             **config.data_options,
         )
     git_commit()  # the code of this process, before anything can change it
-    model = build_model(config, data)
     selection_split = data.test if config.protocol == "paper" else data.valid
     validate = functools.partial(
         evaluate,
@@ -211,7 +244,16 @@ def run_experiment(
     records: list[dict[str, Any]] = []
     trainings: list[TrainResult] = []
     pruning: PruneResult | None = None
-    if isinstance(model.embedding, PrunableEmbedding):
+    method = METHODS[config.method]
+    if method.build is None:  # a ranking that learns nothing: evaluated once, as it is
+        ranker = Popularity(data.train).to(resolve_device(config.device))
+        result = TrainResult(
+            pd.DataFrame(), 0, validate(ranker) if selection_split.nnz else {}, 0.0
+        )
+        records.append(_record(config, ranker, data, method.fixed_budget, result, "none", 0.0))
+        return ExperimentResult(records, ranker, data, [result])
+    model = build_model(config, data)
+    if method.prunable:
         pruning = prune(model, data, config.train, checkpoint=path("prune"))
         for budget, snapshot in zip(
             sorted(config.budgets, reverse=True), pruning.snapshots, strict=True
@@ -232,13 +274,14 @@ def run_experiment(
     else:
         result = train(model, data, config.train, validate, checkpoint=path("train"))
         trainings.append(result)
-        records.append(_record(config, model, data, config.budgets[0], result, "none", 0.0))
+        budget = config.budgets[0] if method.fixed_budget is None else method.fixed_budget
+        records.append(_record(config, model, data, budget, result, "none", 0.0))
     return ExperimentResult(records, model, data, trainings, pruning)
 
 
 def _record(
     config: ExperimentConfig,
-    model: Recommender,
+    model: Recommender | Popularity,
     data: Interactions,
     budget: float,
     result: TrainResult,
@@ -256,8 +299,12 @@ def _record(
         exclude=data.valid if data.valid.nnz else None,
     )
     eval_seconds = time.perf_counter() - began
-    embedding = model.embedding
-    memory = embedding.memory()
+    if isinstance(model, Popularity):  # no embedding: the stored ranking is one score per item
+        num_params, full_params = 0, data.num_entities * config.dim
+        memory = MemoryReport.unpruned(data.num_items)
+    else:
+        num_params, full_params = model.embedding.num_parameters(), model.embedding.full_parameters
+        memory = model.embedding.memory()
     return {
         "dataset": data.name,
         "backbone": config.backbone,
@@ -266,9 +313,9 @@ def _record(
         "seed": config.seed,
         "dim": config.dim,
         "protocol": config.protocol,
-        "num_params": embedding.num_parameters(),
-        "full_params": embedding.full_parameters,
-        "param_fraction": embedding.num_parameters() / embedding.full_parameters,
+        "num_params": num_params,
+        "full_params": full_params,
+        "param_fraction": num_params / full_params,
         "memory_bytes": memory.inference_bytes,
         "memory_format": memory.inference_format,
         "dense_bytes": memory.dense_bytes,
@@ -281,7 +328,7 @@ def _record(
         "prune_seconds": prune_seconds,
         "train_seconds": result.seconds,
         "eval_seconds": eval_seconds,
-        "device": str(next(model.parameters()).device),
+        "device": str(next(itertools.chain(model.parameters(), model.buffers())).device),
         "version": cerp_core.__version__,
         "git_commit": git_commit(),
     }

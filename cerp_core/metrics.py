@@ -15,6 +15,7 @@ costs one ``[n, num_items]`` score block and one top-k over it.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -172,7 +173,7 @@ def evaluate(
     LightGCN's propagation happens once.
 
     Args:
-        model: Module with parameters and ``scorer() -> f(users[n]) -> [n, num_items]``.
+        model: Module with parameters or buffers and ``scorer() -> f(users[n]) -> [n, num_items]``.
         train: ``num_users x num_items`` scipy sparse training interactions, never recommended.
         test: Held-out interactions of the same shape; users without any are skipped.
         ks: Cut-offs. (default: ``(5, 10, 20, 50)``)
@@ -187,7 +188,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     try:
-        device = next(model.parameters()).device
+        device = next(itertools.chain(model.parameters(), model.buffers())).device
         return _evaluate_batches(model.scorer(), device, train, test, ks, batch_size, exclude)
     finally:
         model.train(was_training)

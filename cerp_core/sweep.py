@@ -24,6 +24,7 @@ import datetime
 import hashlib
 import itertools
 import json
+import math
 import multiprocessing
 import os
 import re
@@ -44,7 +45,7 @@ from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
 from cerp_core.data import DATASET_NAMES
-from cerp_core.embeddings import EMBEDDINGS
+from cerp_core.embeddings import METHODS
 from cerp_core.experiment import DEFAULT_KS, PROTOCOLS, ExperimentConfig, run_experiment
 from cerp_core.models import MODELS
 from cerp_core.train import TrainConfig
@@ -52,16 +53,23 @@ from cerp_core.train import TrainConfig
 BACKENDS = ("local", "ray")
 FULL_BUDGET = 1.0
 SUMMARY_METRIC = "recall@20"
+TUNING_FOLDER = "tuning"
 KEY_IGNORED = ("data_root", "eval_batch_size")
 """Fields of :class:`ExperimentConfig` that do not change a result (nor does ``train.progress``),
 so they stay out of the run key: moving the data or the batch of the evaluator reuses results."""
 
 Record = dict[str, Any]
+Choice = dict[str, Any]
+TUNE_SECTIONS = ("train", "embedding", "model")
 Runner = Callable[[ExperimentConfig, Path | None], list[Record]]
 
 
 class SweepConfigError(ValueError):
     """A sweep configuration that cannot run; the message names the field (and the file)."""
+
+
+class SweepFailedError(RuntimeError):
+    """Some runs of a sweep raised; the others are stored, a rerun retries the failed ones."""
 
 
 class StoreBusyError(RuntimeError):
@@ -71,11 +79,11 @@ class StoreBusyError(RuntimeError):
 # ----------------------------------------------------------------------------- configuration
 
 
-class _YamlLoader(yaml.SafeLoader):
+class YamlLoader(yaml.SafeLoader):
     """Safe loader that also reads ``1e-3`` as a float (YAML 1.1 only accepts ``1.0e-3``)."""
 
 
-_YamlLoader.add_implicit_resolver(
+YamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
     list("-+0123456789"),
@@ -144,7 +152,7 @@ class SweepConfig:
     Args:
         datasets: Names of :func:`cerp_core.data.load_dataset` or folders.
         backbones: Keys of :data:`cerp_core.models.MODELS` (``mf``, ``mlp``, ``lightgcn``).
-        methods: Keys of :data:`cerp_core.embeddings.EMBEDDINGS`.
+        methods: Keys of :data:`cerp_core.embeddings.METHODS`.
         budgets: Fractions of the full table, in ``(0, 1]``. ``1.0`` is the full model: method
             ``full`` runs once at 1.0 whatever the budgets, and no other method runs at 1.0
             (listing 1.0 therefore needs ``full`` among the methods).
@@ -164,6 +172,13 @@ class SweepConfig:
             {"num_layers": 3}}``).
         ks: Cut-offs of Recall@k and NDCG@k.
         eval_batch_size: Users scored at once by the evaluator.
+        tune: Per method, grid axes searched before the sweep (``{"cerp":
+            {"embedding.regularizer_weight": [1, 10]}, "full": {"train.lr": [5e-3, 2e-2]}}``;
+            paths ``train.<field>``, ``embedding.<option>``, ``model.<option>``). Every
+            trained method needs a grid with the same number of points. Each point runs at
+            ``tune_budget`` with the first seed; the best by validation
+            (``valid_<selection_metric>``) is then fixed for all budgets and seeds.
+        tune_budget: The budget of the grid search, one of ``budgets``.
     """
 
     datasets: tuple[str, ...] = ("synthetic",)
@@ -182,6 +197,8 @@ class SweepConfig:
     model_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     ks: tuple[int, ...] = DEFAULT_KS
     eval_batch_size: int = 1024
+    tune: dict[str, dict[str, tuple[Any, ...]]] = field(default_factory=dict)
+    tune_budget: float | None = None
 
     def __post_init__(self) -> None:
         for name, kind in get_type_hints(SweepConfig).items():
@@ -202,10 +219,12 @@ class SweepConfig:
         real = sorted(set(self.data_options) - {"synthetic"})
         if real:
             raise SweepConfigError(f"data_options: only 'synthetic' takes options, not {real}")
-        self.runs()  # checks every run's configuration now, not when the run starts
+        self._check_tuning()
+        self.tuning_runs()  # checks every run's configuration now, not when the run starts
+        self.runs({})
 
     def _check_names(self) -> None:
-        for name, known in (("backbones", MODELS), ("methods", EMBEDDINGS)):
+        for name, known in (("backbones", MODELS), ("methods", METHODS)):
             unknown = [v for v in getattr(self, name) if v not in known]
             if unknown:
                 raise SweepConfigError(f"{name}: unknown {unknown}; choose from {sorted(known)}")
@@ -252,6 +271,61 @@ class SweepConfig:
             raise SweepConfigError(f"train: {error}") from None
         return checked
 
+    def _check_tuning(self) -> None:
+        """Every trained method gets a grid of the same size, searched at one budget."""
+        if not self.tune:
+            if self.tune_budget is not None:
+                raise SweepConfigError("tune_budget: given without a tune grid")
+            return
+        trained = [m for m in self.methods if METHODS[m].build is not None]
+        missing = sorted(set(trained) - set(self.tune))
+        extra = sorted(set(self.tune) - set(trained))
+        if missing or extra:
+            raise SweepConfigError(
+                f"tune: every trained method of the sweep needs a grid, and only those "
+                f"(missing {missing}, not trained or not in methods {extra})"
+            )
+        sizes = {method: math.prod(len(v) for v in grid.values()) for method, grid in
+                 self.tune.items()}  # fmt: skip
+        if len(set(sizes.values())) > 1:
+            raise SweepConfigError(
+                f"tune: every method must get the same number of grid points (fair tuning), got "
+                f"{sizes}"
+            )
+        for method, grid in self.tune.items():
+            for path, values in grid.items():
+                _check_unique(values, f"tune.{method}.{path}")
+                section, _, name = path.partition(".")
+                if section not in TUNE_SECTIONS or not name:
+                    raise SweepConfigError(
+                        f"tune.{method}.{path}: expected train.<field>, embedding.<option> or "
+                        "model.<option>"
+                    )
+        if self.tune_budget is None or self.tune_budget not in self.budgets:
+            raise SweepConfigError(
+                f"tune_budget: must be one of the sweep's budgets {list(self.budgets)}, got "
+                f"{self.tune_budget}"
+            )
+
+    def grid_points(self, method: str) -> list[Choice]:
+        """Every combination of ``method``'s tuning grid (``[{}]`` without one)."""
+        grid = self.tune.get(method, {})
+        return [
+            dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())
+        ]
+
+    def tuning_runs(self) -> list[SweepRun]:
+        """The grid search: every grid point of every method at ``tune_budget`` and the first
+        seed, on the validation split (methods with a fixed budget at theirs)."""
+        runs = []
+        for dataset, backbone, method in itertools.product(
+            self.datasets, self.backbones, self.tune
+        ):
+            budgets = (self.tune_budget,) if METHODS[method].fixed_budget is None else None
+            for point in self.grid_points(method):
+                runs.append(self._run(dataset, backbone, method, budgets, self.seeds[0], point))
+        return runs
+
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> SweepConfig:
         """A checked configuration from a mapping of field names (unknown names rejected)."""
@@ -268,7 +342,7 @@ class SweepConfig:
         """Read and check a YAML file; errors name the file and the field."""
         path = Path(path)
         try:
-            values = yaml.load(path.read_text(), Loader=_YamlLoader)
+            values = yaml.load(path.read_text(), Loader=YamlLoader)
             return cls.from_dict(values)
         except yaml.YAMLError as error:
             raise SweepConfigError(f"{path}: not valid YAML: {error}") from None
@@ -276,23 +350,43 @@ class SweepConfig:
             raise SweepConfigError(f"{path}: {error}") from None
 
     def budget_groups(self, method: str) -> list[tuple[float, ...]]:
-        """Budgets of each run of ``method``: ``full`` once at 1.0, a pruning method all its
-        budgets in one run, the others one run per budget (1.0 excluded)."""
-        if method == "full":
+        """Budgets of each run of ``method``: a method with a fixed budget (full, popularity)
+        once, a pruning method all its budgets in one run, the others one run per budget (1.0
+        excluded)."""
+        if METHODS[method].fixed_budget is not None:  # full, popularity: one run, budget-free
             return [(FULL_BUDGET,)]
         budgets = tuple(sorted((b for b in self.budgets if b < FULL_BUDGET), reverse=True))
         if not budgets:
             raise SweepConfigError(
                 f"budgets: method {method!r} needs a budget below 1.0, got {list(self.budgets)}"
             )
-        if EMBEDDINGS[method].prunable:
+        if METHODS[method].prunable:
             return [budgets]
         return [(b,) for b in budgets]
 
     def experiment(
-        self, dataset: str, backbone: str, method: str, budgets: tuple[float, ...], seed: int
+        self,
+        dataset: str,
+        backbone: str,
+        method: str,
+        budgets: tuple[float, ...],
+        seed: int,
+        choice: Choice | None = None,
     ) -> ExperimentConfig:
-        """The configuration of one run of the grid."""
+        """The configuration of one run of the grid, with the tuned values of ``choice``
+        (``{"train.lr": 0.01, "embedding.bucket_factor": 4}``) applied."""
+        choice = choice or {}
+        train = {**self.train, "seed": seed}
+        options = {
+            "embedding": dict(self.embedding_options.get(method, {})),
+            "model": dict(self.model_options.get(backbone, {})),
+        }
+        for path, value in choice.items():
+            section, _, name = path.partition(".")
+            if section == "train":
+                train[name] = value
+            else:
+                options[section][name] = value
         try:
             return ExperimentConfig(
                 dataset=dataset,
@@ -305,26 +399,69 @@ class SweepConfig:
                 device=self.device,
                 data_root=self.data_root,
                 valid_fraction=self.valid_fraction,
-                train=TrainConfig(**self.train, seed=seed),
-                embedding_options=dict(self.embedding_options.get(method, {})),
-                model_options=dict(self.model_options.get(backbone, {})),
+                train=TrainConfig(**train),
+                embedding_options=options["embedding"],
+                model_options=options["model"],
                 data_options=dict(self.data_options.get(dataset, {})),
                 ks=self.ks,
                 eval_batch_size=self.eval_batch_size,
             )
-        except ValueError as error:
-            raise SweepConfigError(f"{method} on {dataset}: {error}") from None
+        except (ValueError, TypeError) as error:
+            where = f" with {choice}" if choice else ""
+            raise SweepConfigError(f"{method} on {dataset}{where}: {error}") from None
 
-    def runs(self) -> list[SweepRun]:
-        """Every run of the grid, seed by seed (so a partial sweep compares all methods)."""
+    def _run(
+        self,
+        dataset: str,
+        backbone: str,
+        method: str,
+        budgets: tuple[float, ...] | None,
+        seed: int,
+        choice: Choice,
+    ) -> SweepRun:
+        budgets = budgets or (FULL_BUDGET,)
+        config = self.experiment(dataset, backbone, method, budgets, seed, choice)
+        return SweepRun(run_key(config), config, dict(choice))
+
+    def runs(self, chosen: Mapping[tuple[str, str, str], Choice] | None = None) -> list[SweepRun]:
+        """Every run of the grid, seed by seed (so a partial sweep compares all methods), with
+        the tuned values ``chosen[(dataset, backbone, method)]`` (from :func:`choose`).
+
+        A sweep with a ``tune`` grid needs ``chosen``; ``{}`` builds the runs with the base
+        values (to check them).
+        """
+        if self.tune and chosen is None:
+            raise SweepConfigError("this sweep tunes its methods first: pass the chosen values")
         runs = []
         for dataset, backbone, seed, method in itertools.product(
             self.datasets, self.backbones, self.seeds, self.methods
         ):
+            choice = (chosen or {}).get((dataset, backbone, method), {})
             for budgets in self.budget_groups(method):
-                config = self.experiment(dataset, backbone, method, budgets, seed)
-                runs.append(SweepRun(run_key(config), config))
+                runs.append(self._run(dataset, backbone, method, budgets, seed, choice))
         return runs
+
+
+def choose(config: SweepConfig, tuning: pd.DataFrame) -> dict[tuple[str, str, str], Choice]:
+    """The best grid point of each (data set, backbone, method) by its validation metric.
+
+    ``tuning`` is the table of the tuning runs (:meth:`ResultStore.table`); the metric is
+    ``valid_<train.selection_metric>``; ties go to the first grid point. Test metrics are never
+    read.
+    """
+    metric = "valid_" + TrainConfig(**config.train).selection_metric
+    by_key = {run.key: run for run in config.tuning_runs()}
+    chosen: dict[tuple[str, str, str], Choice] = {}
+    best: dict[tuple[str, str, str], float] = {}
+    for run in by_key.values():
+        rows = tuning[tuning["run_key"] == run.key]
+        if rows.empty:
+            raise SweepConfigError(f"tuning run {run.describe()} with {run.choice} has no result")
+        group = (run.config.dataset, run.config.backbone, run.config.method)
+        score = float(rows[metric].mean())
+        if group not in best or score > best[group]:
+            best[group], chosen[group] = score, run.choice
+    return chosen
 
 
 @dataclass(frozen=True)
@@ -333,6 +470,7 @@ class SweepRun:
 
     key: str
     config: ExperimentConfig
+    choice: Choice = field(default_factory=dict)
 
     def describe(self) -> str:
         """``dataset/backbone/method seed s budgets b1,b2`` for messages."""
@@ -438,6 +576,7 @@ class ResultStore:
         payload = {
             "key": run.key,
             "config": dataclasses.asdict(run.config),
+            "tuned": run.choice,
             "seconds": seconds,
             "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "records": records,
@@ -476,6 +615,7 @@ class ResultStore:
             run = json.loads(path.read_text())
             extra = {
                 **_config_columns(run["config"]),
+                "tuned": json.dumps(run.get("tuned", {}), sort_keys=True),
                 "run_seconds": run["seconds"],
                 "finished_at": run["finished_at"],
             }
@@ -606,6 +746,7 @@ class SweepResult:
     failed: dict[str, str]
     seconds: float
     store: ResultStore
+    chosen: dict[tuple[str, str, str], Choice] = field(default_factory=dict)
 
     def summary(self) -> str:
         """Counts, wall time, failures and mean Recall@20 per method and budget."""
@@ -614,6 +755,8 @@ class SweepResult:
             f"{len(self.failed)} failed, in {datetime.timedelta(seconds=round(self.seconds))}",
             f"results: {self.store.table_path} ({len(self.results)} rows of this sweep)",
         ]
+        for (dataset, backbone, method), choice in self.chosen.items():
+            lines.append(f"tuned on validation: {dataset}/{backbone}/{method}: {choice}")
         if self.failed:
             lines.append(f"failed runs (details in {self.store.failures_dir}):")
             lines += [f"  {key}: {error.splitlines()[0]}" for key, error in self.failed.items()]
@@ -689,25 +832,52 @@ def run_sweep(
         raise ValueError("address is only used by the ray backend")
     began = time.perf_counter()
     store = ResultStore(out)
-    runs = {run.key: run for run in config.runs()}
-    with store.writing():
-        store.recover()
-        finished = store.finished()
+
+    def execute_all(phase: ResultStore, runs: dict[str, SweepRun]):
+        phase.recover()
+        finished = phase.finished()
         skipped = [key for key in runs if key in finished]
         tasks = [
-            (run, store.checkpoint_dir(key)) for key, run in runs.items() if key not in finished
+            (run, phase.checkpoint_dir(key)) for key, run in runs.items() if key not in finished
         ]
         if backend == "ray" and tasks:
             outcomes = _ray(tasks, runner, workers, address)
         else:
             outcomes = _local(tasks, runner, workers)
-        done, failed = _store_outcomes(store, runs, outcomes, len(skipped), progress)
+        done, failed = _store_outcomes(phase, runs, outcomes, len(skipped), progress)
+        return done, skipped, failed
+
+    chosen: dict[tuple[str, str, str], Choice] = {}
+    with store.writing():
+        if config.tune:
+            tuning = ResultStore(store.folder / TUNING_FOLDER)
+            done, skipped, failed = execute_all(
+                tuning, {run.key: run for run in config.tuning_runs()}
+            )
+            if failed:
+                elapsed = time.perf_counter() - began
+                return SweepResult(pd.DataFrame(), done, skipped, failed, elapsed, tuning, {})
+            chosen = choose(config, tuning.table())
+            rows = [{"dataset": d, "backbone": b, "method": m, **c} for (d, b, m), c in
+                    chosen.items()]  # fmt: skip
+            write_atomic(tuning.folder / "chosen.csv", pd.DataFrame(rows).to_csv(index=False))
+        runs = {run.key: run for run in config.runs(chosen)}
+        done, skipped, failed = execute_all(store, runs)
     table = store.table()
     order = table["run_key"].map({key: i for i, key in enumerate(runs)})
     results = table.assign(_order=order).dropna(subset="_order")
     results = results.sort_values(["_order", "budget"], ascending=[True, False], kind="stable")
     results = results.drop(columns="_order").reset_index(drop=True)
-    return SweepResult(results, done, skipped, failed, time.perf_counter() - began, store)
+    elapsed = time.perf_counter() - began
+    return SweepResult(results, done, skipped, failed, elapsed, store, chosen)
+
+
+def stored_choices(config: SweepConfig, folder: str | Path) -> dict[tuple[str, str, str], Choice]:
+    """The tuned values a finished grid search of ``config`` chose in ``folder`` (``{}`` for a
+    sweep without ``tune``), recomputed from its stored tuning runs."""
+    if not config.tune:
+        return {}
+    return choose(config, ResultStore(Path(folder) / TUNING_FOLDER).table())
 
 
 def sweep_main(
@@ -717,6 +887,12 @@ def sweep_main(
     config = SweepConfig.from_yaml(config_path)
     result = run_sweep(config, out, backend=backend, workers=workers, address=address)
     print(result.summary())
+    if result.failed:
+        raise SweepFailedError(
+            f"{len(result.failed)} of {len(result.done) + len(result.failed)} runs failed "
+            f"(listed above; details in {result.store.failures_dir}); rerun the same command "
+            "to retry them"
+        )
     return result.results
 
 
@@ -726,12 +902,15 @@ __all__ = [
     "SweepConfig",
     "SweepConfigError",
     "StoreBusyError",
+    "SweepFailedError",
     "SweepResult",
     "SweepRun",
     "run_key",
     "run_records",
     "run_sweep",
     "row_key",
+    "stored_choices",
     "sweep_main",
+    "choose",
     "write_atomic",
 ]

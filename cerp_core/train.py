@@ -273,13 +273,14 @@ def _run_epoch(
     totals = torch.zeros(3, device=device)
     steps = 0
     batches = _epoch_batches(data, config, epoch, device)
-    total = -(-data.train.nnz // config.batch_size)
+    pairs = data.train.nnz
+    total = -(-pairs // config.batch_size)
     for users, items in tqdm(batches, total=total, leave=False, disable=not config.progress):
         scores, layer0 = model.score_batch(users, items)
         task = bpr_loss(scores[:, 0], scores[:, 1:])
         l2 = config.l2 * 0.5 * layer0.pow(2).sum() / len(users)
         prune = (
-            model.embedding.pruning_loss(layer0, prune_epoch)
+            model.embedding.pruning_loss(layer0, prune_epoch + steps * config.batch_size / pairs)
             if prune_epoch is not None
             else torch.zeros((), device=device)
         )

@@ -21,11 +21,15 @@ REQUIRED = {
 def test_train_writes_metrics_json(tmp_path: Path) -> None:
     out = tmp_path / "run"
     code = main(
-        ["train", "--dataset", "synthetic", "--method", "cerp", "--budget", "0.1", "--epochs", "2",
-         "--dim", "16", "--out", str(out), "--no-progress"]
+        ["train", "--dataset", "synthetic", "--method", "cerp", "--budget", "0.1", "0.05",
+         "--epochs", "2", "--dim", "16", "--out", str(out), "--no-progress",
+         "--embedding-option", "bucket_factor=4", "--embedding-option", "regularizer_weight=1e-2",
+         "--threshold-lr", "0.05"]
     )  # fmt: skip
     assert code == 0
-    record = json.loads((out / "metrics.json").read_text())
+    records = json.loads((out / "metrics.json").read_text())
+    assert [r["budget"] for r in records] == [0.1, 0.05]  # one pruning run, both budgets
+    record = records[0]
     assert REQUIRED <= record.keys()
     for k in (5, 10, 20, 50):
         assert 0.0 <= record[f"recall@{k}"] <= 1.0 and 0.0 <= record[f"ndcg@{k}"] <= 1.0
@@ -35,27 +39,50 @@ def test_train_writes_metrics_json(tmp_path: Path) -> None:
     assert record["full_params"] == 5000 * 16
     assert (out / "history.csv").is_file()
     assert (pd.read_csv(out / "prune_history.csv")["num_nonzero"] > 0).all()
+    config = json.loads((out / "run.json").read_text())["config"]
+    assert config["embedding_options"] == {"bucket_factor": 4, "regularizer_weight": 0.01}
+    assert config["train"]["threshold_lr"] == 0.05
 
 
-def test_a_new_configuration_in_the_same_folder_starts_afresh(tmp_path: Path) -> None:
-    """Checkpoints are kept per configuration: another seed in the same --out trains anew."""
-    records = []
-    for seed in ("0", "1", "0"):
-        main(
-            ["train", "--method", "hash", "--budget", "0.1", "--epochs", "2", "--dim", "8",
-             "--seed", seed, "--out", str(tmp_path), "--no-progress"]
+def test_another_configuration_never_overwrites_a_result(tmp_path: Path, capsys) -> None:
+    """A second configuration in the same --out is refused (exit 2), the first result stays;
+    the same configuration resumes from its checkpoints and gives the same numbers."""
+
+    def train(method: str, seed: str, out: Path = tmp_path) -> int:
+        return main(
+            ["train", "--method", method, "--budget", "0.1", "--epochs", "2", "--dim", "8",
+             "--seed", seed, "--out", str(out), "--no-progress"]
         )  # fmt: skip
-        records.append(json.loads((tmp_path / "metrics.json").read_text()))
-    assert len(list((tmp_path / "checkpoints").iterdir())) == 2
-    fresh = tmp_path / "fresh"
-    main(
-        ["train", "--method", "hash", "--budget", "0.1", "--epochs", "2", "--dim", "8",
-         "--seed", "1", "--out", str(fresh), "--no-progress"]
-    )  # fmt: skip
-    again = json.loads((fresh / "metrics.json").read_text())  # seed 1 alone in its folder
-    metrics = [k for k in again if k.startswith(("recall@", "ndcg@", "valid_"))]
-    assert {k: records[1][k] for k in metrics} == {k: again[k] for k in metrics}
-    assert records[2]["recall@20"] == records[0]["recall@20"]  # resumed from its checkpoint
+
+    assert train("hash", "0") == 0
+    first = (tmp_path / "metrics.json").read_text()
+    for method, seed in (("hash", "1"), ("cerp", "0")):
+        assert train(method, seed) == 2
+        assert "holds the results of another configuration" in capsys.readouterr().err
+        assert (tmp_path / "metrics.json").read_text() == first
+        assert not (tmp_path / "prune_history.csv").exists()
+    assert train("hash", "0") == 0  # the same configuration resumes from its checkpoints
+
+    def metrics(text: str) -> list[dict]:
+        return [{k: v for k, v in r.items() if "@" in k} for r in json.loads(text)]
+
+    assert metrics((tmp_path / "metrics.json").read_text()) == metrics(first)
+    assert train("hash", "0", tmp_path / "metrics.json") == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_train_help_shows_the_dataclass_defaults(capsys) -> None:
+    from cerp_core.train import TrainConfig
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"--lr LR Adam lr of the weights (default: {TrainConfig.lr})" in text
+    assert (
+        f"--threshold-lr THRESHOLD_LR Adam lr of pruning thresholds (default: "
+        f"{TrainConfig.threshold_lr})" in text
+    )
+    assert f"positive pairs per step (default: {TrainConfig.batch_size})" in text
 
 
 @pytest.mark.parametrize(
@@ -70,6 +97,13 @@ def test_a_new_configuration_in_the_same_folder_starts_afresh(tmp_path: Path) ->
         (["--device", "cuda:99"], "error: device 'cuda:99': this machine has"),
         (["--device", "tpu"], "error: device 'tpu': "),
         (["--device", "meta"], "error: device 'meta': the suite runs on cpu and cuda devices"),
+        (
+            ["--embedding-option", "regulariser_weight=1"],
+            "error: method 'cerp' does not take "
+            "the option(s) ['regulariser_weight']; it accepts ['bucket_factor', ",
+        ),
+        (["--model-option", "layers=2"], "error: backbone 'mf' does not take the option(s)"),
+        (["--embedding-option", "oops"], "expected KEY=VALUE, got 'oops'"),
     ],
 )
 def test_bad_arguments_get_one_line_and_nonzero_exit(

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cerp_core.embeddings import (
-    EMBEDDINGS,
+    METHODS,
     SUITE_THRESHOLD_INIT,
     CERPEmbedding,
     HashEmbedding,
@@ -27,7 +27,7 @@ from cerp_core.embeddings.budget import pruning_targets
 NUM_ENTITIES = (100, 1000, 70839)
 DIMS = (16, 64, 128)
 BUDGETS = (1.0, 0.5, 0.1, 0.05, 0.02, 0.01)
-UNPRUNED = ("full", "hash", "qr", "tt")
+UNPRUNED = ("full", "lowdim", "hash", "qr", "tt")
 PRUNED = ("pep", "magprune", "cerp", "cerp-noreg")
 
 
@@ -36,8 +36,31 @@ def fits(params: int, budget: float, n: int, d: int) -> bool:
 
 
 def test_registry_names_every_method():
-    assert set(EMBEDDINGS) == set(UNPRUNED + PRUNED)
-    assert all(EMBEDDINGS[name].prunable == (name in PRUNED) for name in EMBEDDINGS)
+    assert set(METHODS) == {"popularity", *UNPRUNED, *PRUNED}
+    assert all(METHODS[name].prunable == (name in PRUNED) for name in METHODS)
+    assert {name for name, m in METHODS.items() if m.reference} == {"popularity", "full", "lowdim"}
+    labels = [m.label for m in METHODS.values()]
+    assert len(set(labels)) == len(labels)
+    # each compact method has its own colour; the reference rows share grey shades
+    compact = [m.style for m in METHODS.values() if not m.reference]
+    assert len({style[0] for style in compact}) == len(compact)
+
+
+def test_lowdim_is_a_narrower_full_table():
+    table = make_embedding("lowdim", 1000, 64, 0.1)
+    assert (table.output_dim, table.dim, table.num_parameters()) == (6, 64, 6000)
+    assert table(torch.tensor([3])).shape == (1, 6)
+    with pytest.raises(ValueError, match="smallest feasible budget is 0.01563"):
+        make_embedding("lowdim", 1000, 64, 0.01)
+
+
+def test_option_names_are_checked_against_the_constructor():
+    with pytest.raises(ValueError, match=r"\['regulariser_weight'\].*'regularizer_weight'"):
+        make_embedding("cerp", 1000, 8, 0.1, regulariser_weight=1.0)
+    # 4 x the 800-parameter target over two 8-wide tables: b = 4 * 800 / 16
+    assert make_embedding("cerp", 1000, 8, 0.1, bucket_factor=4.0).bucket_size == 200
+    with pytest.raises(ValueError, match="stores no embedding"):
+        make_embedding("popularity", 1000, 8, 0.1)
 
 
 def test_max_parameters_reads_budget_as_a_decimal():

@@ -19,6 +19,7 @@ from cerp_core.embeddings import (
     min_bucket_size,
     soft_threshold,
 )
+from cerp_core.embeddings.cerp import PAPER_BATCH_ROWS
 
 
 def logit(p: float) -> float:
@@ -159,7 +160,8 @@ def test_cerp_official_defaults():
     bound = math.sqrt(6 / (10 + 8))  # Xavier uniform, as in com_embedding.py
     assert table.P.abs().max() <= bound and table.P.abs().max() > 0.8 * bound
     assert table.num_nonzero() == 2 * 10 * 8
-    assert (table.regularizer_weight, table.regularizer_decay) == (1.0, 0.5)
+    # the paper's gamma_0 = 1 summed over its 70-row batches is 70 as a per-row mean
+    assert (table.regularizer_weight, table.regularizer_decay) == (PAPER_BATCH_ROWS, 0.5)
     assert table.regularizer_sharpness == 100.0
 
 
@@ -190,17 +192,31 @@ def test_cerp_rejects_bucket_sizes_with_shared_pairs():
 
 
 def test_cerp_regularizer_value_and_gradient(device):
+    """A per-row mean of ``sum_k tanh(K e_k)^2``, decayed continuously per epoch of samples."""
     table = CERPEmbedding(4, 2, bucket_size=2, regularizer_weight=1.0, regularizer_decay=0.5)
     table.to(device)
     values = [[0.01, -0.02], [0.0, 0.5]]
     embeddings = torch.tensor(values, device=device, requires_grad=True)
-    loss = table.pruning_loss(embeddings, epoch=2)  # gamma = 1 * 0.5^2
-    gamma, k = 0.25, 100.0
-    expected = -gamma * sum(math.tanh(k * v) ** 2 for v in flat(values))
+    loss = table.pruning_loss(embeddings, epoch=2.5)  # gamma = 1 * 0.5^2.5
+    gamma, k, rows = 0.5**2.5, 100.0, 2
+    expected = -gamma * sum(math.tanh(k * v) ** 2 for v in flat(values)) / rows
     assert loss.item() == pytest.approx(expected, rel=1e-6)
     loss.backward()
-    grads = [-gamma * 2 * math.tanh(k * v) * (1 - math.tanh(k * v) ** 2) * k for v in flat(values)]
+    grads = [
+        -gamma * 2 * math.tanh(k * v) * (1 - math.tanh(k * v) ** 2) * k / rows for v in flat(values)
+    ]
     assert embeddings.grad.cpu().flatten().tolist() == pytest.approx(grads, rel=1e-5, abs=1e-9)
+
+
+def test_cerp_regularizer_does_not_grow_with_the_batch():
+    """The same rows, repeated into a 100 times larger batch, give the same loss: the weight
+    means the same at the paper's 70 rows and at the suite's thousands."""
+    table = CERPEmbedding(4, 2, bucket_size=2)
+    rows = torch.tensor([[0.01, -0.02], [0.0, 0.5], [0.003, 0.2]])
+    small, large = table.pruning_loss(rows, 0), table.pruning_loss(rows.repeat(100, 1), 0)
+    torch.testing.assert_close(small, large)
+    summed_like_the_paper = -1.0 * torch.tanh(100 * rows).square().sum()
+    torch.testing.assert_close(small, summed_like_the_paper * PAPER_BATCH_ROWS / len(rows))
 
 
 def test_cerp_without_regularizer_and_after_rewind_has_no_pruning_loss():

@@ -7,6 +7,7 @@ import functools
 import signal
 import subprocess
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import torch
 import yaml
 
 from cerp_core.cli import main
+from cerp_core.embeddings import METHODS
 from cerp_core.experiment import ExperimentConfig
 from cerp_core.sweep import (
     ResultStore,
@@ -63,10 +65,13 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- configuration
 
 
-@pytest.mark.parametrize("name", ["quick", "gowalla-mf", "paper"])
+@pytest.mark.parametrize("name", [p.stem for p in sorted((REPO / "configs").glob("*.yaml"))])
 def test_shipped_configs_are_valid(name: str) -> None:
-    config = SweepConfig.from_yaml(REPO / "configs" / f"{name}.yaml")
-    runs = config.runs()
+    values = yaml.safe_load((REPO / "configs" / f"{name}.yaml").read_text())
+    if values.get("device", "cpu").startswith("cuda") and not torch.cuda.is_available():
+        values["device"] = "cpu"  # GPU sweeps are checked as they would run on CPU
+    config = SweepConfig.from_dict(values)
+    runs = config.runs({}) + config.tuning_runs()
     assert len({run.key for run in runs}) == len(runs) > 0
     assert all(run.config.train.progress is False for run in runs)
 
@@ -74,7 +79,7 @@ def test_shipped_configs_are_valid(name: str) -> None:
 def test_quick_config_covers_every_method() -> None:
     config = SweepConfig.from_yaml(REPO / "configs" / "quick.yaml")
     methods = {run.config.method for run in config.runs()}
-    assert methods == {"full", "hash", "qr", "tt", "pep", "magprune", "cerp", "cerp-noreg"}
+    assert methods == set(METHODS)
 
 
 BAD_CONFIGS = [
@@ -106,6 +111,27 @@ BAD_CONFIGS = [
     ("methods: [full, hash]\nbudgets: [1.0]", "budgets: method 'hash' needs a budget below 1.0"),
     ("embedding_options: {cerp: 3}", "embedding_options.cerp: expected a mapping"),
     ("- full\n- hash", "expected a mapping of fields, got list"),
+    (
+        "methods: [cerp]\nembedding_options: {cerp: {regulariser_weight: 0.001}}",
+        "method 'cerp' does not take the option(s) ['regulariser_weight']; it accepts",
+    ),
+    (
+        "backbones: [lightgcn]\nmodel_options: {lightgcn: {layers: 2}}",
+        "backbone 'lightgcn' does not take the option(s) ['layers']; it accepts",
+    ),
+    ("data_options: {synthetic: {users: 9}}", "does not take the option(s) ['users']"),
+    (
+        "methods: [full, hash]\ntune: {full: {train.lr: [0.1, 0.2]}}\ntune_budget: 0.1",
+        "tune: every trained method of the sweep needs a grid, and only those (missing ['hash']",
+    ),
+    (
+        "methods: [full, hash]\ntune: {full: {train.lr: [0.1, 0.2]}, hash: {train.lr: [0.1]}}"
+        "\ntune_budget: 0.1",
+        "tune: every method must get the same number of grid points",
+    ),
+    ("methods: [full]\ntune: {full: {lr: [0.1]}}\ntune_budget: 0.1", "expected train.<field>"),
+    ("methods: [full]\ntune: {full: {train.lr: [0.1]}}\ntune_budget: 0.3", "tune_budget: must"),
+    ("methods: [full]\ntune: {full: {train.lr: [-1.0]}}\ntune_budget: 0.1", "with {'train.lr'"),
     ("methods: [full\nseeds: [0]", "not valid YAML"),
 ]
 
@@ -350,3 +376,84 @@ def test_ray_backend_matches_local(tmp_path: Path, reference: pd.DataFrame) -> N
     assert not result.failed and len(result.done) == TINY_RUNS
     assert not ray.is_initialized()  # the local instance it started is shut down
     pd.testing.assert_frame_equal(compared(result.results), compared(reference))
+
+
+def scored_runner(config: ExperimentConfig, checkpoint_dir: Path | None) -> list[dict[str, Any]]:
+    """Instant records whose validation score peaks at lr 0.01 and bucket factor 4, and whose
+    test score would pick the other grid points (so a test-based choice would show)."""
+    lr, factor = config.train.lr, config.embedding_options.get("bucket_factor", 2)
+    valid = -abs(lr - 0.01) - abs(factor - 4)
+    return [
+        {**stub_runner(config, checkpoint_dir)[i], "valid_ndcg@20": valid, "ndcg@20": -valid}
+        for i in range(len(config.budgets))
+    ]
+
+
+def test_tuning_picks_on_validation_and_fixes_the_choice_for_every_budget_and_seed(
+    tmp_path: Path,
+) -> None:
+    config = SweepConfig.from_dict(
+        {
+            "methods": ["popularity", "full", "cerp"],
+            "budgets": [0.2, 0.1],
+            "seeds": [0, 1],
+            "tune": {
+                "full": {"train.lr": [0.01, 0.1]},
+                "cerp": {"embedding.bucket_factor": [2, 4]},
+            },
+            "tune_budget": 0.1,
+        }
+    )
+    tuning = config.tuning_runs()
+    assert [(r.config.method, r.config.budgets, r.config.seed) for r in tuning] == [
+        ("full", (1.0,), 0), ("full", (1.0,), 0), ("cerp", (0.1,), 0), ("cerp", (0.1,), 0)
+    ]  # fmt: skip
+    with pytest.raises(SweepConfigError, match="pass the chosen values"):
+        config.runs()
+    result = run_sweep(config, tmp_path, runner=scored_runner, progress=False)
+    assert result.chosen == {
+        ("synthetic", "mf", "full"): {"train.lr": 0.01},
+        ("synthetic", "mf", "cerp"): {"embedding.bucket_factor": 4},
+    }
+    table = pd.read_csv(tmp_path / "results.csv")
+    assert len(table) == 2 * (1 + 1 + 2)  # seeds x (popularity, full, cerp at two budgets)
+    cerp = table[table["method"] == "cerp"]
+    assert set(cerp["tuned"]) == {'{"embedding.bucket_factor": 4}'}
+    assert set(cerp["embedding_options"]) == {'{"bucket_factor": 4}'}
+    assert set(table.loc[table["method"] == "full", "train.lr"]) == {0.01}
+    assert len(pd.read_csv(tmp_path / "tuning" / "results.csv")) == 4
+    assert "tuned on validation: synthetic/mf/cerp: {'embedding.bucket_factor': 4}" in (
+        result.summary()
+    )
+    again = run_sweep(config, tmp_path, runner=scored_runner, progress=False)
+    assert (len(again.done), len(again.skipped)) == (0, 6)
+
+
+def test_a_sweep_with_failed_runs_exits_nonzero_and_names_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cerp_core.sweep
+
+    def fails_for_qr(config: ExperimentConfig, checkpoint_dir: Path | None = None):
+        if config.method == "qr":
+            raise RuntimeError("qr is broken today")
+        return types.SimpleNamespace(records=stub_runner(config, checkpoint_dir))
+
+    monkeypatch.setattr(cerp_core.sweep, "run_experiment", fails_for_qr)
+    path = tmp_path / "sweep.yaml"
+    path.write_text("methods: [full, qr]\nbudgets: [0.1]\n")
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 1
+    captured = capsys.readouterr()
+    assert "1 runs done, 0 skipped (already stored), 1 failed" in captured.out
+    assert "synthetic/mf/qr seed 0 budgets 0.1: RuntimeError: qr is broken today" in captured.out
+    last = captured.err.strip().splitlines()[-1]
+    assert last.startswith("error: 1 of 2 runs failed (listed above; details in ")
+    monkeypatch.undo()
+    monkeypatch.setattr(
+        cerp_core.sweep,
+        "run_experiment",
+        lambda c, checkpoint_dir=None: types.SimpleNamespace(
+            records=stub_runner(c, checkpoint_dir)
+        ),
+    )
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 0  # retried, stored

@@ -8,9 +8,9 @@ from cerp_core.embeddings.base import (
     csr_bytes,
 )
 from cerp_core.embeddings.budget import (
-    EMBEDDINGS,
+    METHODS,
     SUITE_THRESHOLD_INIT,
-    EmbeddingFactory,
+    Method,
     cerp_bucket_size,
     make_embedding,
     max_parameters,
@@ -20,6 +20,7 @@ from cerp_core.embeddings.budget import (
 from cerp_core.embeddings.cerp import CERPEmbedding, composition_indices, min_bucket_size
 from cerp_core.embeddings.full import FullEmbedding
 from cerp_core.embeddings.hashing import HashEmbedding
+from cerp_core.embeddings.lowdim import LowDimEmbedding
 from cerp_core.embeddings.magnitude import MagnitudePrunedEmbedding
 from cerp_core.embeddings.pep import PEPEmbedding
 from cerp_core.embeddings.pruning import PrunableEmbedding, soft_threshold
@@ -27,14 +28,15 @@ from cerp_core.embeddings.qr import QREmbedding
 from cerp_core.embeddings.tt import TTEmbedding
 
 __all__ = [
-    "EMBEDDINGS",
+    "METHODS",
     "SUITE_THRESHOLD_INIT",
     "CERPEmbedding",
     "CompactEmbedding",
     "DenseEmbedding",
-    "EmbeddingFactory",
+    "Method",
     "FullEmbedding",
     "HashEmbedding",
+    "LowDimEmbedding",
     "MagnitudePrunedEmbedding",
     "MemoryReport",
     "PEPEmbedding",

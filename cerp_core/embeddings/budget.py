@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from numbers import Real
@@ -15,6 +16,7 @@ from cerp_core.embeddings.base import CompactEmbedding
 from cerp_core.embeddings.cerp import CERPEmbedding, min_bucket_size
 from cerp_core.embeddings.full import FullEmbedding
 from cerp_core.embeddings.hashing import HashEmbedding
+from cerp_core.embeddings.lowdim import LowDimEmbedding
 from cerp_core.embeddings.magnitude import MagnitudePrunedEmbedding
 from cerp_core.embeddings.pep import PEPEmbedding
 from cerp_core.embeddings.qr import QREmbedding
@@ -140,6 +142,13 @@ def _full(n: int, d: int, budgets: Budgets, overrides: Kwargs) -> CompactEmbeddi
     return FullEmbedding(n, d, **overrides)
 
 
+def _lowdim(n: int, d: int, budgets: Budgets, overrides: Kwargs) -> CompactEmbedding:
+    width = max_parameters(budgets[0], n, d) // n
+    if width < 1:
+        raise infeasible("lowdim", n, d, budgets[0], n)
+    return LowDimEmbedding(n, d, **{"width": min(width, d), **overrides})
+
+
 def _hash(n: int, d: int, budgets: Budgets, overrides: Kwargs) -> CompactEmbedding:
     rows = max_parameters(budgets[0], n, d) // d
     if rows < 1:
@@ -185,21 +194,48 @@ def _cerp_noreg(n: int, d: int, budgets: Budgets, overrides: Kwargs) -> CompactE
     return _cerp(n, d, budgets, {"regularizer_weight": 0.0, **overrides})
 
 
-@dataclass(frozen=True)
-class EmbeddingFactory:
-    """Builds one method's table from a budget: ``EMBEDDINGS[name](N, d, budget, **overrides)``.
+Palette = tuple[int, str, str | tuple[int, tuple[int, ...]]]
 
-    ``prunable`` methods accept a sequence of budgets (one pruning run, one target each); the
-    others accept one budget (a float or a one-element sequence).
+
+@dataclass(frozen=True)
+class Method:
+    """One compact-embedding method (or reference row): how to build it and how to show it.
+
+    The single place a method is defined: the CLI's choices, sweeps, experiments, reports and
+    figures all read :data:`METHODS`. Call it as ``METHODS[name](N, d, budget, **overrides)``.
+
+    Attributes:
+        name: The key used in configurations and result tables.
+        label: Human-readable name in tables and figures.
+        build: ``(N, d, budgets, overrides) -> table``; ``None`` for a method that stores no
+            embedding table (popularity).
+        prunable: Trains in two stages (prune to every target, retrain each snapshot), so one
+            run serves several budgets.
+        reference: A reference row shown beside every compact method (full, popularity,
+            lowdim), not a compact method competing for "best".
+        fixed_budget: The one budget the method runs at whatever the sweep's budgets (``1.0``
+            for the full table, ``0.0`` for popularity, which stores nothing); ``None`` for
+            methods that run at every budget below 1.
+        style: Figure style: a slot of seaborn's colour-blind palette, a marker, a line style.
+        table: The class ``build`` returns (its arguments are the method's options).
+        solver_options: Options ``build`` takes itself to size the table (``bucket_factor``).
     """
 
     name: str
-    build: Callable[[int, int, Budgets, Kwargs], CompactEmbedding]
-    prunable: bool
+    label: str
+    build: Callable[[int, int, Budgets, Kwargs], CompactEmbedding] | None
+    style: Palette
+    prunable: bool = False
+    reference: bool = False
+    fixed_budget: float | None = None
+    table: type[CompactEmbedding] | None = None
+    solver_options: tuple[str, ...] = ()
 
     def __call__(
         self, num_entities: int, dim: int, budget: Budget, **overrides: Any
     ) -> CompactEmbedding:
+        if self.build is None:
+            raise ValueError(f"method {self.name!r} stores no embedding table")
         if isinstance(budget, Real):
             budgets = (budget,)
         elif isinstance(budget, Sequence) and not isinstance(budget, str):
@@ -220,18 +256,82 @@ class EmbeddingFactory:
             raise ValueError(f"{self.name} with {overrides} stores {stored} > {allowed} parameters")
         return table
 
+    def option_names(self) -> frozenset[str]:
+        """Names ``overrides`` may use: the table's constructor arguments (but the id space,
+        width and targets, which the solver sets) and the solver's own options."""
+        if self.table is None:
+            return frozenset()
+        accepted = inspect.signature(self.table).parameters
+        return frozenset(accepted) - {"num_entities", "dim", "targets"} | set(self.solver_options)
 
-EMBEDDINGS: dict[str, EmbeddingFactory] = {
-    factory.name: factory
-    for factory in (
-        EmbeddingFactory("full", _full, prunable=False),
-        EmbeddingFactory("hash", _hash, prunable=False),
-        EmbeddingFactory("qr", _qr, prunable=False),
-        EmbeddingFactory("tt", _tt, prunable=False),
-        EmbeddingFactory("pep", _pep, prunable=True),
-        EmbeddingFactory("magprune", _magprune, prunable=True),
-        EmbeddingFactory("cerp", _cerp, prunable=True),
-        EmbeddingFactory("cerp-noreg", _cerp_noreg, prunable=True),
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        """Raise ``ValueError`` naming the first option this method does not accept."""
+        unknown = sorted(set(options) - self.option_names())
+        if unknown:
+            raise ValueError(
+                f"method {self.name!r} does not take the option(s) {unknown}; it accepts "
+                f"{sorted(self.option_names())}"
+            )
+
+
+METHODS: dict[str, Method] = {
+    method.name: method
+    for method in (  # the order of tables and figures
+        Method("popularity", "Popularity", None, (7, "x", ":"), reference=True, fixed_budget=0.0),
+        Method(
+            "full",
+            "Full table",
+            _full,
+            (7, "o", "-"),
+            reference=True,
+            fixed_budget=1.0,
+            table=FullEmbedding,
+        ),
+        Method(
+            "lowdim",
+            "Narrow full table",
+            _lowdim,
+            (8, "v", "--"),
+            reference=True,
+            table=LowDimEmbedding,
+        ),
+        Method("hash", "Hashing", _hash, (1, "s", "--"), table=HashEmbedding),
+        Method("qr", "QR trick", _qr, (2, "^", "-."), table=QREmbedding),
+        Method(
+            "tt",
+            "TT-Rec",
+            _tt,
+            (3, "D", ":"),
+            table=TTEmbedding,
+            solver_options=("row_factors", "dim_factors"),
+        ),
+        Method("pep", "PEP", _pep, (4, "P", (0, (5, 1))), prunable=True, table=PEPEmbedding),
+        Method(
+            "magprune",
+            "Magnitude pruning",
+            _magprune,
+            (5, "X", (0, (3, 1, 1, 1))),
+            prunable=True,
+            table=MagnitudePrunedEmbedding,
+        ),
+        Method(
+            "cerp-noreg",
+            "CERP w/o regularizer",
+            _cerp_noreg,
+            (9, "*", (0, (1, 1))),
+            prunable=True,
+            table=CERPEmbedding,
+            solver_options=("bucket_factor",),
+        ),
+        Method(
+            "cerp",
+            "CERP",
+            _cerp,
+            (0, "*", "-"),
+            prunable=True,
+            table=CERPEmbedding,
+            solver_options=("bucket_factor",),
+        ),
     )
 }
 
@@ -272,6 +372,7 @@ def make_embedding(
     ``row_factors``/``dim_factors`` (TT) steer the solver. Impossible sizes raise
     :class:`ValueError` naming the smallest feasible budget.
     """
-    if method not in EMBEDDINGS:
-        raise ValueError(f"unknown method {method!r}; choose from {sorted(EMBEDDINGS)}")
-    return EMBEDDINGS[method](num_entities, dim, budget, **overrides)
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {list(METHODS)}")
+    METHODS[method].check_options(overrides)
+    return METHODS[method](num_entities, dim, budget, **overrides)

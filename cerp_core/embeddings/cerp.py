@@ -11,6 +11,11 @@ import torch
 from cerp_core.embeddings.base import Init, compose, init_table
 from cerp_core.embeddings.pruning import PrunableEmbedding, Threshold
 
+PAPER_BATCH_ROWS = 70
+"""Rows of the authors' regularized batch: 10 users and their 10 x (1 + 5) items. Their loss
+*sums* ``tanh(K E)^2`` over these rows; this class takes the *mean* over a batch's rows, so
+their ``gamma_0 = 1`` is ``regularizer_weight = 70`` here, at any batch size."""
+
 
 def min_bucket_size(num_entities: int) -> int:
     """Smallest ``b`` with ``ceil(N / b) <= b`` (equivalently ``b >= sqrt(N)``): the smallest
@@ -50,15 +55,25 @@ class CERPEmbedding(PrunableEmbedding):
 
     .. math::
         \mathcal{L}_{\text{prune}}(\mathbf{E}, t) = -\gamma_0\, \delta^{t}
-            \sum_{jk} \tanh(K\, \mathbf{E}_{jk})^2
+            \frac{1}{|\mathbf{E}|} \sum_{j \in \text{batch}} \sum_{k} \tanh(K\, \mathbf{E}_{jk})^2
+
+    with ``t`` the epochs of training seen so far, fractional within an epoch (the training
+    samples seen divided by the training set's size).
+
+    **Batch invariance.** The authors' loss sums over the ~70 rows of their batches (BPR is a
+    mean over the batch); summed at batch 8,192 the same ``gamma_0`` weighs ~300 times more
+    against BPR and holds every step's gradient, so nothing is learnt while pruning. Here the
+    regularizer is a *mean* over the batch's rows, and ``gamma`` decays per training sample,
+    so a weight means the same at every batch size: the paper's ``gamma_0 = 1`` (summed over 70
+    rows) is ``regularizer_weight = PAPER_BATCH_ROWS = 70``, halved per epoch of samples.
 
     Matches the authors' code (``xurong-liang/CERP``, ``CERP/models/com_embedding.py`` and
     ``CERP/models/modules.py``): ``P`` is their ``R_v`` (remainder), ``Q`` their ``Q_v``
     (quotient), both Xavier-uniform; thresholds all ``-100`` ("all_ones" init method);
-    concatenation puts ``P`` first; ``K = 100``, ``gamma_0 = 1``, decay 0.5 per epoch; the
-    regulariser is off while retraining. With ``threshold_init = -100`` pruning starts only
-    after about ``(logit(|w|) + 100) / lr`` (~9e4) Adam steps;
-    :func:`~cerp_core.embeddings.make_embedding` uses a faster suite default.
+    concatenation puts ``P`` first; ``K = 100``, ``gamma_0 = 1`` summed over the batch (70 here,
+    see above), decay 0.5 per epoch; the regulariser is off while retraining. With
+    ``threshold_init = -100`` pruning starts only after about ``(logit(|w|) + 100) / lr`` (~9e4)
+    Adam steps; :func:`~cerp_core.embeddings.make_embedding` uses a faster suite default.
 
     Args:
         num_entities: Number of ids ``N``.
@@ -71,10 +86,10 @@ class CERPEmbedding(PrunableEmbedding):
             in PEP. (default: ``"element-wise"``)
         threshold_init: Initial raw threshold (the paper's value). (default: ``-100.0``)
         targets: Non-zero counts at which stage 1 snapshots a mask. (default: ``()``)
-        regularizer_weight: ``gamma_0``; ``0`` gives the "CERP without regulariser" ablation.
-            (default: ``1.0``)
-        regularizer_decay: ``delta``, the factor applied to the weight after every epoch.
-            (default: ``0.5``)
+        regularizer_weight: ``gamma_0``, the weight of the per-row mean; ``0`` gives the "CERP
+            without regulariser" ablation. (default: ``PAPER_BATCH_ROWS``, the paper's 1)
+        regularizer_decay: ``delta``, the factor applied to the weight per epoch of training
+            samples, continuously. (default: ``0.5``)
         regularizer_sharpness: ``K``; ``tanh(K x)^2`` is a smooth indicator of ``x != 0``.
             (default: ``100.0``)
         init: Initialisation of ``P`` and ``Q``: ``"xavier_uniform"`` (the pruning code) or
@@ -90,7 +105,7 @@ class CERPEmbedding(PrunableEmbedding):
         threshold: Threshold = "element-wise",
         threshold_init: float = -100.0,
         targets: Sequence[int] = (),
-        regularizer_weight: float = 1.0,
+        regularizer_weight: float = PAPER_BATCH_ROWS,
         regularizer_decay: float = 0.5,
         regularizer_sharpness: float = 100.0,
         init: Init = "xavier_uniform",
@@ -121,13 +136,15 @@ class CERPEmbedding(PrunableEmbedding):
             self.effective_rows("P", rows_p), self.effective_rows("Q", rows_q), self.combine
         )
 
-    def pruning_loss(self, embeddings: torch.Tensor, epoch: int) -> torch.Tensor:
-        """``-gamma_0 * decay**epoch * sum tanh(K * E)**2`` over the batch's composed layer-0
-        embeddings ``E`` (the official code's users, once each, and items); zero once rewound."""
+    def pruning_loss(self, embeddings: torch.Tensor, epoch: float) -> torch.Tensor:
+        """``-gamma_0 * decay**epoch * mean_rows sum_k tanh(K * E)**2`` over the batch's
+        composed layer-0 embeddings ``E`` (the official code's users, once each, and items);
+        ``epoch`` may be fractional. Zero once rewound."""
         if self.rewound or self.regularizer_weight == 0:
             return embeddings.new_zeros(())
         gamma = self.regularizer_weight * self.regularizer_decay**epoch
-        return -gamma * torch.tanh(self.regularizer_sharpness * embeddings).square().sum()
+        nonzero = torch.tanh(self.regularizer_sharpness * embeddings).square().sum(dim=-1)
+        return -gamma * nonzero.mean()
 
     def extra_repr(self) -> str:
         return (

@@ -186,8 +186,9 @@ class PrunableEmbedding(CompactEmbedding):
         names = (f"{name}_threshold" for name in self.pruned_tables)
         return [self._parameters[n] for n in names if n in self._parameters]
 
-    def pruning_loss(self, embeddings: torch.Tensor, epoch: int) -> torch.Tensor:
-        """Extra stage-1 loss on the batch's composed embeddings; none by default."""
+    def pruning_loss(self, embeddings: torch.Tensor, epoch: float) -> torch.Tensor:
+        """Extra stage-1 loss on the batch's composed embeddings at ``epoch`` (fractional:
+        training samples seen / training set size); none by default."""
         return embeddings.new_zeros(())
 
     def memory(self) -> MemoryReport:

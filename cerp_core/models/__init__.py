@@ -12,6 +12,7 @@ from cerp_core.models.base import Recommender, Scorer
 from cerp_core.models.lightgcn import LightGCN, normalized_adjacency
 from cerp_core.models.mf import MF
 from cerp_core.models.mlp import NCFMLP, PAPER_HIDDEN
+from cerp_core.models.popularity import Popularity
 
 #: Backbone name -> class, so that configurations and sweeps can name a backbone.
 MODELS: dict[str, type[Recommender]] = {"mf": MF, "mlp": NCFMLP, "lightgcn": LightGCN}
@@ -55,6 +56,7 @@ __all__ = [
     "MODELS",
     "NCFMLP",
     "PAPER_HIDDEN",
+    "Popularity",
     "Recommender",
     "Scorer",
     "make_model",
