@@ -27,22 +27,12 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import EngFormatter, FuncFormatter
 
+from cerp_core.embeddings import METHODS
 from cerp_core.embeddings.cerp import CERPEmbedding, composition_indices
 from cerp_core.embeddings.pruning import PrunableEmbedding
 
 PALETTE = "colorblind"
-METHOD_ORDER = ("full", "hash", "qr", "tt", "pep", "magprune", "cerp-noreg", "cerp")
-METHOD_LABELS = {
-    "full": "Full table",
-    "hash": "Hashing",
-    "qr": "QR trick",
-    "tt": "TT-Rec",
-    "pep": "PEP",
-    "magprune": "Magnitude pruning",
-    "cerp-noreg": "CERP w/o regularizer",
-    "cerp": "CERP",
-}
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # series that are not methods (curves, masks)
 LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1)), (0, (1, 1)), "-")
 KIND_ORDER = ("user", "item")
 PROTOCOL_LABELS = {"validation": "validation split (suite)", "paper": "test-set selection (paper)"}
@@ -62,18 +52,33 @@ def use_style() -> None:
     plt.rcParams.update({"figure.dpi": 100, "savefig.bbox": "tight", "pdf.fonttype": 42})
 
 
+def method_label(method: str) -> str:
+    """The registry's label of a method (its name for one the registry does not know)."""
+    return METHODS[method].label if method in METHODS else method
+
+
 def method_style(method: str) -> dict[str, Any]:
-    """Fixed colour, marker and line style of a method, the same in every figure (CERP in the
-    palette's strongest blue, its ablation in light blue)."""
-    colours = sns.color_palette(PALETTE, 10)
-    slot = {"full": 7, "hash": 1, "qr": 2, "tt": 3, "pep": 4, "magprune": 5, "cerp-noreg": 9}
-    index = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER) - 1
+    """Colour, marker, line style and label of a method from the registry
+    (:data:`cerp_core.embeddings.METHODS`), the same in every figure; an unregistered method
+    is drawn in black with its name."""
+    if method not in METHODS:
+        return {"color": "black", "marker": ".", "linestyle": "-", "label": method}
+    slot, marker, linestyle = METHODS[method].style
+    colour = sns.color_palette(PALETTE, 10)[slot]
     return {
-        "color": colours[slot.get(method, 0)],
-        "marker": MARKERS[index],
-        "linestyle": LINESTYLES[index],
-        "label": METHOD_LABELS.get(method, method),
+        "color": colour,
+        "marker": marker,
+        "linestyle": linestyle,
+        "label": method_label(method),
     }
+
+
+def method_order(methods: Sequence[str]) -> list[str]:
+    """``methods`` in the registry's order, unregistered ones last by name."""
+    order = list(METHODS)
+    return sorted(
+        methods, key=lambda m: (m not in METHODS, order.index(m) if m in METHODS else 0, m)
+    )
 
 
 def save_figure(
@@ -334,30 +339,29 @@ def plot_budget_curves(
 ) -> Figure:
     """Accuracy against stored parameters (log x), one line per method (seeds averaged).
 
-    The full table is drawn as a horizontal reference line: from ``full`` (metric -> value)
-    if given, else from the ``method == "full"`` rows of ``table``.
+    Methods with a fixed budget (the full table, popularity) are horizontal reference lines,
+    labelled with their value *per panel*: the full table from ``full`` (metric -> value) if
+    given, else from its rows, and popularity from its rows. One panel per metric; each panel's
+    y axis starts at 0.
     """
-    compact = table[table["method"] != "full"]
-    grouped = compact.groupby(["method", "budget"], as_index=False)[["num_params", *metrics]].mean()
-    if full is None and (table["method"] == "full").any():
-        full = table.loc[table["method"] == "full", list(metrics)].mean().to_dict()
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.8 * len(metrics), 3.8), squeeze=False)
-    methods = sorted(
-        grouped["method"].unique(),
-        key=lambda m: (m not in METHOD_ORDER, METHOD_ORDER.index(m) if m in METHOD_ORDER else 0, m),
-    )
+    fixed = {m for m in table["method"].unique() if m in METHODS and
+             METHODS[m].fixed_budget is not None}  # fmt: skip
+    curves = table[~table["method"].isin(fixed)]
+    grouped = curves.groupby(["method", "budget"], as_index=False)[["num_params", *metrics]].mean()
+    references = {m: table.loc[table["method"] == m, list(metrics)].mean().to_dict() for m in fixed}
+    if full is not None:
+        references["full"] = dict(full)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.4 * len(metrics), 4.0), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=False):
-        for method in methods:
+        for method in method_order(grouped["method"].unique()):
             rows = grouped[grouped["method"] == method].sort_values("num_params")
             ax.plot(rows["num_params"], rows[metric], **method_style(method))
-        if full is not None and metric in full:
-            ax.axhline(
-                full[metric],
-                color="black",
-                linestyle="--",
-                linewidth=1.2,
-                label=f"{METHOD_LABELS['full']} ({full[metric]:.3f})",
-            )
+        for method in method_order(list(references)):
+            if metric in references[method]:
+                style = method_style(method)
+                value = references[method][metric]
+                ax.axhline(value, color=style["color"], linestyle=style["linestyle"],
+                           linewidth=1.4, label=f"{style['label']} ({value:.3f})")  # fmt: skip
         _log_x_axis(ax)
         ax.set(
             xlabel="Stored embedding parameters (non-zeros, log scale)",
@@ -365,16 +369,7 @@ def plot_budget_curves(
             title=_metric_label(metric),
         )
         ax.set_ylim(bottom=0)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(
-        handles,
-        labels,
-        loc="upper center",
-        ncol=min(len(labels), 5),
-        bbox_to_anchor=(0.5, 0.0),
-        fontsize="small",
-        frameon=False,
-    )
+        ax.legend(fontsize="x-small", loc="best", framealpha=0.85)
     fig.tight_layout()
     return fig
 
@@ -693,7 +688,7 @@ def plot_protocol_comparison(
     """
     frame = table.sort_values(["dataset", "backbone", "method", "budget"]).copy()
     frame["configuration"] = [
-        f"{r.dataset}\n{r.backbone}\n{METHOD_LABELS.get(r.method, r.method)}"
+        f"{r.dataset}\n{r.backbone}\n{method_label(r.method)}"
         + ("" if r.method == "full" else f" {r.budget:g}")
         for r in frame.itertuples()
     ]

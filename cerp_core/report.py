@@ -16,11 +16,16 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from cerp_core.embeddings import METHODS
+
 METRICS = ("recall@20", "ndcg@20")
 PANEL = ["dataset", "backbone"]
 GROUP = [*PANEL, "method", "budget"]
 SIZES = ("num_params", "param_fraction", "memory_bytes")
 FULL_METHOD = "full"
+POPULARITY_METHOD = "popularity"
+REFERENCE_METHODS = [name for name, method in METHODS.items() if method.reference]
+BELOW_POPULARITY = " †"
 BOLD = re.compile(r"\*\*(.+?)\*\*")
 LATEX_SPECIALS = {c: "\\" + c for c in "&%$#_{}"} | {
     "~": r"\textasciitilde{}",
@@ -80,6 +85,10 @@ def paper_table(
 ) -> pd.DataFrame:
     """The paper's table: methods x budgets, ``mean ± std`` over seeds, best per column in bold.
 
+    The best is taken among compact methods (reference rows, :attr:`Method.reference`, are
+    shown but never bold), and every cell below the popularity ranking of its panel ends in
+    ``" †"`` (the popularity row is at budget 0: it stores no embedding).
+
     Rows are (dataset, backbone, method) in order of appearance; columns are (budget, metric),
     budgets descending. A cell is ``"0.1234 ± 0.0012"`` (``"0.1234"`` for one seed, ``"-"`` when
     the method has no result at that budget). In each panel and column holding two or more
@@ -109,14 +118,31 @@ def paper_table(
             .astype(float)
             for stat in ("mean", "std")
         )
-        panels = mean.groupby(level=PANEL, sort=False)
-        best = (mean == panels.transform("max")) & (panels.transform("count") >= 2)
+        methods = mean.index.get_level_values("method")
+        compact = mean[~np.isin(methods, REFERENCE_METHODS)]
+        panels = compact.groupby(level=PANEL, sort=False)
+        best = (compact == panels.transform("max")) & (panels.transform("count") >= 2)
+        best = best.reindex(index=rows, fill_value=False)
+        floor = _popularity(summary, f"{metric}_mean")
+        below = (
+            mean.lt(pd.Series([floor.get(key[:-1], np.nan) for key in rows], index=rows), axis=0)
+            & ~np.isin(methods, [POPULARITY_METHOD])[:, None]
+        )
         for budget in order:
             pairs = zip(mean[budget], std[budget], strict=True)
             cells = [_format(m, sd, precision) for m, sd in pairs]
-            marks = zip(cells, best[budget], strict=True)
-            table[(budget, metric)] = [f"**{c}**" if is_best else c for c, is_best in marks]
+            marks = zip(cells, best[budget], below[budget], strict=True)
+            table[(budget, metric)] = [
+                (f"**{c}**" if is_best else c) + (BELOW_POPULARITY if is_below else "")
+                for c, is_best, is_below in marks
+            ]
     return table
+
+
+def _popularity(summary: pd.DataFrame, column: str) -> dict[tuple[str, str], float]:
+    """The popularity ranking's value of ``column`` per panel (none: no popularity row)."""
+    rows = summary[summary["method"] == POPULARITY_METHOD]
+    return {tuple(key): value for *key, value in rows[[*PANEL, column]].itertuples(index=False)}
 
 
 def _label(value: object) -> str:
@@ -142,7 +168,8 @@ def to_markdown(table: pd.DataFrame) -> str:
 def _latex_cell(value: object) -> str:
     """Escape LaTeX specials; Markdown bold becomes ``\\textbf`` and ``±`` becomes ``$\\pm$``."""
     text = "".join(LATEX_SPECIALS.get(c, c) for c in _label(value))
-    return BOLD.sub(r"\\textbf{\1}", text).replace("±", r"$\pm$")
+    text = BOLD.sub(r"\\textbf{\1}", text).replace("±", r"$\pm$")
+    return text.replace("†", r"$^\dagger$")
 
 
 def to_latex(table: pd.DataFrame) -> str:

@@ -400,6 +400,12 @@ def prune(
         )
         start_epoch, seconds = state["epoch"] + 1, state["seconds"]
     pending = [t for t in embedding.targets if t not in {s.target for s in snapshots}]
+    if state is None and pending and steps[0][2] <= pending[0]:
+        raise ValueError(
+            f"the table starts with {steps[0][2]} non-zeros, at or below the target "
+            f"{pending[0]}: its initial thresholds prune it before any training; lower "
+            "threshold_init or enlarge the table (bucket_factor)"
+        )
 
     def on_step(epoch: int) -> bool:
         """Record the non-zeros, snapshot reached targets; True once none is left."""
@@ -440,6 +446,12 @@ def prune(
         masks = embedding.magnitude_masks(target)
         count = int(sum(int(m.sum()) for m in masks.values()))
         snapshots.append(Snapshot(target, masks, count, None, "magnitude"))
+    empty = [s.target for s in snapshots if s.num_nonzero == 0]
+    if empty:
+        raise ValueError(
+            f"pruning left no non-zero entry for the target(s) {empty}: a table without "
+            "parameters cannot be retrained; the thresholds overshot (lower threshold_lr)"
+        )
     snapshots.sort(key=lambda s: -s.target)
     return PruneResult(
         snapshots,

@@ -184,3 +184,14 @@ def test_other_rejections():
         make_embedding("full", 100, 4, 0.5)
     with pytest.raises(ValueError, match="smallest feasible budget is 0.0025"):
         make_embedding("pep", 100, 4, [0.1, 0.001])  # 0.4 parameters < 1
+
+
+@pytest.mark.parametrize("method", ["pep", "cerp"])
+@pytest.mark.parametrize(("n", "d"), [(5000, 32), (1_000_000, 16), (2_000_000, 8)])
+def test_initial_thresholds_prune_at_most_a_quarter_at_any_size(method, n, d):
+    """A fixed -6 pruned every entry of tables with ~1M rows (Xavier bound < sigmoid(-6))."""
+    torch.manual_seed(0)
+    table = make_embedding(method, n, d, 0.5)
+    entries = sum(p.numel() for name, p in table.named_parameters() if "threshold" not in name)
+    assert table.num_nonzero() >= 0.74 * entries
+    assert table.num_nonzero() > max(table.targets)

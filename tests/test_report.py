@@ -188,3 +188,26 @@ def test_relative_accuracy_needs_the_full_model(results: pd.DataFrame) -> None:
     lacking = results[~((results["backbone"] == "lightgcn") & (results["method"] == "full"))]
     with pytest.raises(ValueError, match=r"no 'full' model for \['toy/lightgcn'\]"):
         relative_accuracy(lacking)
+
+
+def test_rows_below_popularity_are_marked_and_reference_rows_never_bold(
+    results: pd.DataFrame,
+) -> None:
+    extra = pd.DataFrame(
+        [("toy", "mf", "popularity", 0.0, s, 0.11, 0.045) for s in (0, 1)]
+        + [("toy", "mf", "lowdim", 0.2, s, 0.17, 0.09) for s in (0, 1)],
+        columns=["dataset", "backbone", "method", "budget", "seed", "recall@20", "ndcg@20"],
+    ).assign(num_params=0, param_fraction=0.0, memory_bytes=0)
+    table = paper_table(pd.concat([results, extra], ignore_index=True), precision=3)
+    mf = table.loc[("toy", "mf")]
+    # hash at 0.2 (0.110) ties popularity: not below; hash at 0.1 (0.090) is below
+    assert mf.loc["hash", (0.2, "recall@20")] == "0.110 ± 0.014"
+    assert mf.loc["hash", (0.1, "recall@20")] == "0.090 ± 0.014 †"
+    assert mf.loc["popularity", (0.0, "recall@20")] == "0.110 ± 0.000"
+    # lowdim (0.170) beats every compact method at 0.2 but is a reference row: my_cerp is bold
+    assert mf.loc["lowdim", (0.2, "recall@20")] == "0.170 ± 0.000"
+    assert mf.loc["my_cerp", (0.2, "recall@20")] == "**0.170 ± 0.014**"
+    assert mf.loc["my_cerp", (0.1, "ndcg@20")] == "**0.045 ± 0.007**"  # ties: not below
+    lightgcn = table.loc[("toy", "lightgcn")]  # no popularity row in that panel: no marks
+    assert "†" not in "".join(lightgcn.fillna("").to_numpy().ravel())
+    assert r"0.090 $\pm$ 0.014 $^\dagger$" in to_latex(table)

@@ -182,3 +182,10 @@ def test_one_epoch_on_gowalla_beats_popularity(real_data_root: Path) -> None:
                              gowalla.valid[sub], ks=(20,))  # fmt: skip
     assert result.history["bpr_loss"].iloc[0] < 0.69  # below log(2): it learnt in one epoch
     assert learnt["recall@20"] > baseline["recall@20"]
+
+
+def test_a_table_pruned_before_training_is_refused(data: Interactions) -> None:
+    """Thresholds that zero the table at step 0 would snapshot an untrained model."""
+    model = fresh_model(data, "cerp", 0.1, threshold_init=0.0)  # sigmoid(0) = 0.5 > every |w|
+    with pytest.raises(ValueError, match="prune it before any training"):
+        prune(model, data, quick())

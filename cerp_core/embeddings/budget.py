@@ -63,6 +63,26 @@ with 1e-3 and a faster decay, targets are reached by the thresholds within a few
 setting.
 """
 
+INITIAL_PRUNED_SHARE = 0.25
+"""At most this share of a Xavier-initialised table is pruned at step 0 (see
+:func:`threshold_init_for`)."""
+
+
+def threshold_init_for(rows: int, dim: int) -> float:
+    """The suite's raw threshold init for a Xavier-uniform ``rows x dim`` table:
+    ``min(SUITE_THRESHOLD_INIT, logit(INITIAL_PRUNED_SHARE * sqrt(6 / (rows + dim))))``.
+
+    ``|w|`` is uniform on ``[0, a]`` with ``a = sqrt(6 / (rows + dim))``, so a threshold of
+    ``share * a`` prunes that share of the entries at step 0. Tables of a million rows have
+    ``a < sigmoid(-6)``: a fixed -6 would prune all of them before training.
+    """
+    bound = math.sqrt(6.0 / (rows + dim))
+    return min(
+        SUITE_THRESHOLD_INIT,
+        math.log(INITIAL_PRUNED_SHARE * bound / (1 - INITIAL_PRUNED_SHARE * bound)),
+    )
+
+
 BUCKET_FACTOR = 2.0
 """CERP's two tables hold ``BUCKET_FACTOR`` times the largest target: 50% sparsity there."""
 
@@ -169,7 +189,7 @@ def _tt(n: int, d: int, budgets: Budgets, overrides: Kwargs) -> CompactEmbedding
 
 
 def _pep(n: int, d: int, budgets: Budgets, overrides: Kwargs) -> CompactEmbedding:
-    solved = {"threshold_init": SUITE_THRESHOLD_INIT}
+    solved = {"threshold_init": threshold_init_for(n, d)}
     targets = pruning_targets("pep", n, d, budgets)
     return PEPEmbedding(n, d, targets=targets, **{**solved, **overrides})
 
@@ -182,9 +202,10 @@ def _magprune(n: int, d: int, budgets: Budgets, overrides: Kwargs) -> CompactEmb
 def _cerp(n: int, d: int, budgets: Budgets, overrides: Kwargs) -> CompactEmbedding:
     targets = pruning_targets("cerp", n, d, budgets)
     bucket_factor = overrides.pop("bucket_factor", BUCKET_FACTOR)
+    bucket_size = overrides.get("bucket_size", cerp_bucket_size(n, d, targets[0], bucket_factor))
     solved = {
-        "bucket_size": cerp_bucket_size(n, d, targets[0], bucket_factor),
-        "threshold_init": SUITE_THRESHOLD_INIT,
+        "bucket_size": bucket_size,
+        "threshold_init": threshold_init_for(bucket_size, d),
         **SUITE_REGULARIZER,
     }
     return CERPEmbedding(n, d, targets=targets, **{**solved, **overrides})
