@@ -14,8 +14,10 @@ The protocol leaves the pruning schedule alone: thresholds keep ``train.threshol
 initial value that :func:`~cerp_core.embeddings.make_embedding` gives them, CERP its suite
 regularizer weight, and ``train.l2`` still applies (the official MLP code has no such term; its
 LightGCN retraining uses 1e-4). The official schedule, which prunes nothing for ~9e4 steps, is
-``embedding_options={"threshold_init": -100.0, "regularizer_weight": 1.0,
-"regularizer_decay": 0.5}`` with ``TrainConfig(threshold_lr=None, l2=0.0)``.
+``embedding_options={"threshold_init": -100.0, "regularizer_weight": 70.0,
+"regularizer_decay": 0.5}`` (the paper's gamma 1 summed over 70 rows is 70 as the suite's per-row
+mean) with ``TrainConfig(threshold_lr=None, l2=0.0)``; ``configs/paper-official.yaml`` encodes
+it.
 """
 
 from __future__ import annotations

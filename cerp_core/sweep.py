@@ -179,6 +179,8 @@ class SweepConfig:
             ``tune_budget`` with the first seed; the best by validation
             (``valid_<selection_metric>``) is then fixed for all budgets and seeds.
         tune_budget: The budget of the grid search, one of ``budgets``.
+        prune_each_budget: Give every budget of a pruning method its own run (its table sized
+            for that budget alone) instead of one pruning run that snapshots all budgets.
     """
 
     datasets: tuple[str, ...] = ("synthetic",)
@@ -199,6 +201,7 @@ class SweepConfig:
     eval_batch_size: int = 1024
     tune: dict[str, dict[str, tuple[Any, ...]]] = field(default_factory=dict)
     tune_budget: float | None = None
+    prune_each_budget: bool = False
 
     def __post_init__(self) -> None:
         for name, kind in get_type_hints(SweepConfig).items():
@@ -360,7 +363,7 @@ class SweepConfig:
             raise SweepConfigError(
                 f"budgets: method {method!r} needs a budget below 1.0, got {list(self.budgets)}"
             )
-        if METHODS[method].prunable:
+        if METHODS[method].prunable and not self.prune_each_budget:
             return [budgets]
         return [(b,) for b in budgets]
 

@@ -144,7 +144,7 @@ def test_overrides_reach_the_constructor():
     concat = make_embedding("cerp", 1000, 8, 0.05, combine="concat")
     assert concat.output_dim == 16
     suite = make_embedding("cerp", 1000, 8, 0.05)
-    assert (suite.regularizer_weight, suite.regularizer_decay) == (1e-3, 0.1)
+    assert (suite.regularizer_weight, suite.regularizer_decay) == pytest.approx((0.07, 0.5))
     paper_reg = make_embedding("cerp", 1000, 8, 0.05, regularizer_weight=1.0, regularizer_decay=0.5)
     assert (paper_reg.regularizer_weight, paper_reg.regularizer_decay) == (1.0, 0.5)
     assert make_embedding("cerp-noreg", 1000, 8, 0.05).regularizer_weight == 0.0
