@@ -54,6 +54,7 @@ __all__ = [
 #:   decodes (bad protocol numbers, absurd lengths, garbled opcodes);
 #: - ``AttributeError``, ``ImportError``: a garbled class or module name (also raised when the
 #:   checkpoint names a class that the code no longer has, which equally cannot resume);
+#: - ``AssertionError``: a garbled record name (``Unknown typename for persistent_load``);
 #: - ``zipfile.BadZipFile``: not raised by torch's reader today, listed for other readers.
 UNREADABLE_CHECKPOINT_ERRORS: tuple[type[BaseException], ...] = (
     RuntimeError,
@@ -68,6 +69,7 @@ UNREADABLE_CHECKPOINT_ERRORS: tuple[type[BaseException], ...] = (
     IndexError,
     AttributeError,
     ImportError,
+    AssertionError,
     zipfile.BadZipFile,
 )
 

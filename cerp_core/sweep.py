@@ -32,7 +32,7 @@ import shutil
 import time
 import traceback
 import types
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 from cerp_core.data import DATASET_NAMES
 from cerp_core.embeddings import METHODS
 from cerp_core.experiment import DEFAULT_KS, PROTOCOLS, ExperimentConfig, run_experiment
+from cerp_core.io import write_text_atomic as write_atomic
 from cerp_core.models import MODELS
 from cerp_core.train import TrainConfig
 
@@ -500,14 +501,6 @@ def row_key(key: str, budget: float) -> str:
 # ----------------------------------------------------------------------------- result store
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file, then rename: a kill leaves the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _json_value(value: Any) -> Any:
     """JSON fallback for NumPy and torch scalars."""
     if hasattr(value, "item"):
@@ -600,6 +593,15 @@ class ResultStore:
         for key in self.finished():
             self._forget_progress(key)
         self.write_table()
+
+    def adopt(self, other: ResultStore, keys: Iterable[str]) -> None:
+        """Copy the finished runs ``keys`` of ``other`` that this store lacks: a grid point of
+        the tuning phase that is also a run of the sweep is not trained twice."""
+        mine = self.finished()
+        for key in sorted(set(keys) & other.finished() - mine):
+            write_atomic(
+                self.runs_dir / f"{key}.json", (other.runs_dir / f"{key}.json").read_text()
+            )
 
     def save_failure(self, run: SweepRun, error: str) -> None:
         """Record why a run failed; the sweep goes on and a later sweep retries it."""
@@ -864,6 +866,7 @@ def run_sweep(
             rows = [{"dataset": d, "backbone": b, "method": m, **c} for (d, b, m), c in
                     chosen.items()]  # fmt: skip
             write_atomic(tuning.folder / "chosen.csv", pd.DataFrame(rows).to_csv(index=False))
+            store.adopt(tuning, [run.key for run in config.runs(chosen)])
         runs = {run.key: run for run in config.runs(chosen)}
         done, skipped, failed = execute_all(store, runs)
     table = store.table()

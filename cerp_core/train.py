@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from tqdm.auto import tqdm
 
 from cerp_core.data import Interactions
 from cerp_core.embeddings import PrunableEmbedding
+from cerp_core.io import load_checkpoint, save_torch_atomic
 from cerp_core.models import Recommender
 
 Validate = Callable[[Recommender], dict[str, float]]
@@ -165,17 +165,7 @@ def bpr_loss(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write atomically: a kill mid-write leaves the previous checkpoint intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two writers never share one
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path | None) -> dict[str, Any] | None:
-    """The saved state, or ``None`` when there is no checkpoint yet."""
-    if path is None or not path.is_file():
-        return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    save_torch_atomic(path, state)
 
 
 def _resume(

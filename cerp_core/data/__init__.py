@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from cerp_core.data.sources import (
     locate,
 )
 from cerp_core.data.synthetic import make_synthetic
+from cerp_core.io import save_npz_atomic
 
 __all__ = [
     "CACHE_DIR_ENV",
@@ -199,9 +198,6 @@ def _check_cached(pairs: dict[str, np.ndarray]) -> None:
 def _save_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write an ``.npz`` via a temporary file and rename; a cache we cannot write is skipped."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
-            np.savez(tmp, **arrays)
-        os.replace(tmp.name, path)
+        save_npz_atomic(path, arrays)
     except OSError as error:
         warnings.warn(f"processed-data cache not written ({error})", stacklevel=3)

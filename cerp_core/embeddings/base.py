@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 FLOAT_BYTES = 4
@@ -94,6 +95,20 @@ def compose(first: torch.Tensor, second: torch.Tensor, combine: Combine) -> torc
     if combine == "concat":
         return torch.cat((first, second), dim=-1)
     raise ValueError(f"combine must be 'mult', 'add' or 'concat', got {combine!r}")
+
+
+def gather_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table[index]``: rows of ``table`` (any number of dimensions) at the non-negative ids
+    ``index`` (any shape), ``[*index.shape, *table.shape[1:]]``, with a deterministic gradient.
+
+    Indexing backpropagates through ``index_put_(accumulate=True)``, which on the CPU adds the
+    rows with parallel atomic float additions once the gradient has at least 32768 elements
+    and more than one thread runs, so repeated ids are summed in a varying order and a seed no
+    longer fixes training. The embedding backward used here sums every row in index order
+    (the same on any number of threads) and is faster.
+    """
+    rows = F.embedding(index, table.reshape(table.shape[0], -1))
+    return rows.view(*index.shape, *table.shape[1:])
 
 
 class CompactEmbedding(nn.Module):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cerp_core.embeddings.base import DenseEmbedding, init_table
+from cerp_core.embeddings.base import DenseEmbedding, gather_rows, init_table
 
 
 class FullEmbedding(DenseEmbedding):
@@ -28,7 +28,7 @@ class FullEmbedding(DenseEmbedding):
         self.weight = nn.Parameter(init_table(num_entities, dim, "normal", init_std))
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.weight[ids]
+        return gather_rows(self.weight, ids)
 
     def embed_all(self) -> torch.Tensor:
         return self.weight

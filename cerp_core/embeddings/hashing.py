@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cerp_core.embeddings.base import DenseEmbedding, init_table
+from cerp_core.embeddings.base import DenseEmbedding, gather_rows, init_table
 
 HASH_PRIME = 2**31 - 1
 
@@ -59,7 +59,7 @@ class HashEmbedding(DenseEmbedding):
         return (ids.long() * self.hash_a + self.hash_c) % HASH_PRIME % self.num_rows
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.weight[self.rows(ids)]
+        return gather_rows(self.weight, self.rows(ids))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, num_rows={self.num_rows}"

@@ -14,6 +14,7 @@ from cerp_core.embeddings.base import (
     MemoryReport,
     bitmask_bytes,
     csr_bytes,
+    gather_rows,
 )
 
 Threshold = Literal["element-wise", "row-wise", "dimension-wise", "global"]
@@ -117,9 +118,9 @@ class PrunableEmbedding(CompactEmbedding):
         """
         weight = getattr(self, name)
         if index is not None and index.numel() >= weight.shape[0]:
-            return self.effective_rows(name)[index]
+            return gather_rows(self.effective_rows(name), index)
         if index is not None:
-            weight = weight[index]
+            weight = gather_rows(weight, index)
         if self.rewound:
             mask = getattr(self, f"{name}_mask")
             return weight * (mask if index is None else mask[index])
@@ -127,7 +128,7 @@ class PrunableEmbedding(CompactEmbedding):
         if raw is None:
             return weight
         if index is not None and raw.shape[0] > 1:
-            raw = raw[index]
+            raw = gather_rows(raw, index)
         return soft_threshold(weight, raw)
 
     @torch.no_grad()

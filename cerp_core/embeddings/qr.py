@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from cerp_core.embeddings.base import Combine, DenseEmbedding, compose, init_table
+from cerp_core.embeddings.base import Combine, DenseEmbedding, compose, gather_rows, init_table
 
 
 class QREmbedding(DenseEmbedding):
@@ -64,8 +64,8 @@ class QREmbedding(DenseEmbedding):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         quotient = torch.div(ids, self.num_remainder_rows, rounding_mode="floor")
         return compose(
-            self.remainder_weight[ids % self.num_remainder_rows],
-            self.quotient_weight[quotient],
+            gather_rows(self.remainder_weight, ids % self.num_remainder_rows),
+            gather_rows(self.quotient_weight, quotient),
             self.combine,
         )
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from cerp_core.embeddings.base import DenseEmbedding
+from cerp_core.embeddings.base import DenseEmbedding, gather_rows
 
 
 def factor_dim(dim: int) -> tuple[int, int, int]:
@@ -114,8 +114,10 @@ class TTEmbedding(DenseEmbedding):
         i1 = torch.div(flat, n2 * n3, rounding_mode="floor")
         i2 = torch.div(flat, n3, rounding_mode="floor") % n2
         i3 = flat % n3
-        left = torch.einsum("bja,bakc->bjkc", self.core1[i1], self.core2[i2])
-        out = torch.einsum("bjkc,bcl->bjkl", left, self.core3[i3])
+        left = torch.einsum(
+            "bja,bakc->bjkc", gather_rows(self.core1, i1), gather_rows(self.core2, i2)
+        )
+        out = torch.einsum("bjkc,bcl->bjkl", left, gather_rows(self.core3, i3))
         return out.reshape(*ids.shape, self.dim)
 
     def extra_repr(self) -> str:

@@ -9,7 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from cerp_core.embeddings.base import CompactEmbedding
+from cerp_core.embeddings.base import CompactEmbedding, gather_rows
 from cerp_core.models.base import Recommender, Scorer
 
 
@@ -150,8 +150,10 @@ class LightGCN(Recommender):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         layer0 = self.embedding.embed_all()
         final = self.propagate(layer0)
-        scores = torch.einsum("bd,bkd->bk", final[users], final[self.item_entities(items)])
-        return scores, layer0[self.batch_ids(users, items)]
+        user_emb = gather_rows(final, users)
+        item_emb = gather_rows(final, self.item_entities(items))
+        scores = torch.einsum("bd,bkd->bk", user_emb, item_emb)
+        return scores, gather_rows(layer0, self.batch_ids(users, items))
 
     def scorer(self) -> Scorer:
         final = self.propagate()
