@@ -40,6 +40,17 @@ def _budget(text: str) -> float:
     return value
 
 
+def _seed(text: str) -> int:
+    """A seed numpy and torch both take: an integer in ``[0, 2**63)``."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2**63), got {text}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -77,7 +88,7 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--epochs", type=_positive_int, default=training.epochs,
                         help="bound of each stage")  # fmt: skip
-    parser.add_argument("--seed", type=int, default=experiment.seed, help="seeds everything")
+    parser.add_argument("--seed", type=_seed, default=experiment.seed, help="seeds everything")
     parser.add_argument("--device", default=experiment.device, help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--data-root", help="root of real data sets (default $CERP_DATA_DIR)")
@@ -173,7 +184,9 @@ def _train(args: argparse.Namespace) -> None:
     result = run_experiment(config, checkpoint_dir=args.out / "checkpoints")
     records = result.records
     write_atomic(args.out / "metrics.json", json.dumps(records, indent=2, sort_keys=True) + "\n")
-    write_atomic(args.out / "history.csv", result.trainings[-1].history.to_csv(index=False))
+    history = result.trainings[-1].history
+    if len(history):  # popularity trains nothing
+        write_atomic(args.out / "history.csv", history.to_csv(index=False))
     if result.pruning is not None:
         write_atomic(args.out / "prune_history.csv", result.pruning.history.to_csv(index=False))
     for record in records:
@@ -237,6 +250,10 @@ def _report(args: argparse.Namespace) -> None:
     if not source.is_file():
         raise FileNotFoundError(f"{source} not found; run a sweep with --out {args.folder} first")
     results = pd.read_csv(source)
+    if results.empty:
+        raise ValueError(
+            f"{source} holds no finished run; see {args.folder / 'failures'} for the failed ones"
+        )
     if args.config is not None:
         sweep = SweepConfig.from_yaml(args.config)
         keys = {run.key for run in sweep.runs(stored_choices(sweep, args.folder))}
@@ -282,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, StoreBusyError) as error:
+    except (ValueError, FileNotFoundError, StoreBusyError, FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except SweepFailedError as error:

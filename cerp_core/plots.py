@@ -534,12 +534,10 @@ def plot_entity_sizes(sizes: pd.DataFrame) -> Figure:
 @torch.no_grad()
 def threshold_values(embedding: PrunableEmbedding) -> dict[str, np.ndarray]:
     """Learnt thresholds ``sigmoid(S)`` of each pruned table (flattened), where it has any."""
-    values = {}
-    for name in embedding.pruned_tables:
-        raw = getattr(embedding, f"{name}_threshold", None)
-        if raw is not None:
-            values[name] = torch.sigmoid(raw).detach().cpu().numpy().ravel()
-    return values
+    return {
+        name: torch.sigmoid(raw).detach().cpu().numpy().ravel()
+        for name, raw in embedding.thresholds().items()
+    }
 
 
 def plot_threshold_histogram(

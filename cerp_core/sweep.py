@@ -81,7 +81,19 @@ class StoreBusyError(RuntimeError):
 
 
 class YamlLoader(yaml.SafeLoader):
-    """Safe loader that also reads ``1e-3`` as a float (YAML 1.1 only accepts ``1.0e-3``)."""
+    """Safe loader that also reads ``1e-3`` as a float (YAML 1.1 only accepts ``1.0e-3``) and
+    refuses a key given twice in one mapping (plain YAML silently keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 YamlLoader.add_implicit_resolver(
@@ -345,6 +357,9 @@ class SweepConfig:
     def from_yaml(cls, path: str | Path) -> SweepConfig:
         """Read and check a YAML file; errors name the file and the field."""
         path = Path(path)
+        if not path.is_file():
+            what = "is a directory, not a YAML file" if path.is_dir() else "not found"
+            raise SweepConfigError(f"{path}: {what}")
         try:
             values = yaml.load(path.read_text(), Loader=YamlLoader)
             return cls.from_dict(values)

@@ -359,3 +359,16 @@ def test_rewind_validates_masks_and_state_dict_carries_the_stage():
     assert fresh.num_parameters() == table.num_parameters() <= 20
     assert fresh.memory() == table.memory()
     assert fresh.memory().training_only_bytes == 2 * 6 * 4 * 4  # thresholds still exist
+
+
+def test_masks_and_thresholds_are_exposed_by_table_name():
+    table = CERPEmbedding(10, 4, bucket_size=4, threshold_init=-3.0)
+    assert set(table.masks()) == set(table.thresholds()) == {"P", "Q"}
+    assert all(bool(m.all()) for m in table.masks().values())
+    assert all(float(s.max()) == -3.0 for s in table.thresholds().values())
+    assert table.threshold_parameters() == list(table.thresholds().values())
+    masks = {name: torch.zeros_like(mask) for name, mask in table.masks().items()}
+    masks["P"][0, 0] = True
+    table.rewind(masks)
+    assert int(table.masks()["P"].sum()) == 1 and int(table.masks()["Q"].sum()) == 0
+    assert MagnitudePrunedEmbedding(10, 4).thresholds() == {}

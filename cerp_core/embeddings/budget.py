@@ -201,8 +201,10 @@ def _magprune(n: int, d: int, budgets: Budgets, overrides: Kwargs) -> CompactEmb
     return MagnitudePrunedEmbedding(n, d, targets=targets, **overrides)
 
 
-def _cerp(n: int, d: int, budgets: Budgets, overrides: Kwargs) -> CompactEmbedding:
-    targets = pruning_targets("cerp", n, d, budgets)
+def _cerp(
+    n: int, d: int, budgets: Budgets, overrides: Kwargs, name: str = "cerp"
+) -> CompactEmbedding:
+    targets = pruning_targets(name, n, d, budgets)
     bucket_factor = overrides.pop("bucket_factor", BUCKET_FACTOR)
     bucket_size = overrides.get("bucket_size", cerp_bucket_size(n, d, targets[0], bucket_factor))
     solved = {
@@ -214,7 +216,7 @@ def _cerp(n: int, d: int, budgets: Budgets, overrides: Kwargs) -> CompactEmbeddi
 
 
 def _cerp_noreg(n: int, d: int, budgets: Budgets, overrides: Kwargs) -> CompactEmbedding:
-    return _cerp(n, d, budgets, {"regularizer_weight": 0.0, **overrides})
+    return _cerp(n, d, budgets, {"regularizer_weight": 0.0, **overrides}, name="cerp-noreg")
 
 
 Palette = tuple[int, str, str | tuple[int, tuple[int, ...]]]

@@ -116,13 +116,13 @@ class PrunableEmbedding(CompactEmbedding):
         when fewer rows are asked for than the table has (a large PEP table), threshold the
         whole table first otherwise (CERP's small tables under a large batch).
         """
-        weight = getattr(self, name)
+        weight = self._parameters[name]
         if index is not None and index.numel() >= weight.shape[0]:
             return gather_rows(self.effective_rows(name), index)
         if index is not None:
             weight = gather_rows(weight, index)
         if self.rewound:
-            mask = getattr(self, f"{name}_mask")
+            mask = self._buffers[f"{name}_mask"]
             return weight * (mask if index is None else mask[index])
         raw = self._parameters.get(f"{name}_threshold")
         if raw is None:
@@ -173,19 +173,27 @@ class PrunableEmbedding(CompactEmbedding):
         if set(masks) != set(self.pruned_tables):
             raise ValueError(f"need masks for {self.pruned_tables}, got {tuple(masks)}")
         for name in self.pruned_tables:
-            weight, mask = getattr(self, name), getattr(self, f"{name}_mask")
+            weight, mask = self._parameters[name], self._buffers[f"{name}_mask"]
             if masks[name].shape != mask.shape:
                 raise ValueError(
                     f"mask {name}: shape {tuple(masks[name].shape)} != {tuple(mask.shape)}"
                 )
             mask.copy_(masks[name])
-            weight.copy_(getattr(self, f"{name}_initial") * mask)
+            weight.copy_(self._buffers[f"{name}_initial"] * mask)
         self.rewound = True
+
+    def masks(self) -> dict[str, torch.Tensor]:
+        """The fixed mask of each pruned table (all true until :meth:`rewind`), by table name."""
+        return {name: self._buffers[f"{name}_mask"] for name in self.pruned_tables}
+
+    def thresholds(self) -> dict[str, nn.Parameter]:
+        """The raw learnable thresholds ``S`` of each table that has them, by table name."""
+        found = ((name, self._parameters.get(f"{name}_threshold")) for name in self.pruned_tables)
+        return {name: raw for name, raw in found if raw is not None}
 
     def threshold_parameters(self) -> list[nn.Parameter]:
         """Raw thresholds, for their own optimiser group (inert after :meth:`rewind`)."""
-        names = (f"{name}_threshold" for name in self.pruned_tables)
-        return [self._parameters[n] for n in names if n in self._parameters]
+        return list(self.thresholds().values())
 
     def pruning_loss(self, embeddings: torch.Tensor, epoch: float) -> torch.Tensor:
         """Extra stage-1 loss on the batch's composed embeddings at ``epoch`` (fractional:

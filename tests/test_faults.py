@@ -1,0 +1,79 @@
+"""Faults played end to end on the synthetic set: truncated checkpoints, bad YAML, bad options."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cerp_core.cli import main
+
+TINY = ["--dim", "8", "--epochs", "2", "--no-progress"]
+
+
+def metrics(out: Path) -> list[dict]:
+    return [
+        {k: v for k, v in r.items() if "@" in k}
+        for r in json.loads((out / "metrics.json").read_text())
+    ]
+
+
+@pytest.mark.parametrize("damage", [b"", b"\x00garbage", None])
+def test_an_unreadable_checkpoint_is_set_aside_and_the_stage_reruns(
+    tmp_path: Path, damage: bytes | None
+) -> None:
+    """Truncated, zeroed or random checkpoints never block a run: the rerun warns, names the
+    file, sets it aside and reproduces the uninterrupted result."""
+    command = ["train", "--method", "cerp", "--budget", "0.1", "--out", str(tmp_path), *TINY]
+    assert main(command) == 0
+    first = metrics(tmp_path)
+    checkpoint = tmp_path / "checkpoints" / "prune.pt"
+    data = checkpoint.read_bytes()
+    checkpoint.write_bytes(data[: len(data) // 2] if damage is None else damage)
+    with pytest.warns(UserWarning, match="prune.pt"):
+        assert main(command) == 0
+    assert metrics(tmp_path) == first
+    assert list((tmp_path / "checkpoints").glob("prune.pt.corrupt*"))
+
+
+def test_a_duplicated_yaml_key_and_a_directory_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "sweep.yaml"
+    path.write_text("methods: [full]\nseeds: [0]\nseeds: [1]\n")
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert "key 'seeds' given twice" in capsys.readouterr().err
+    assert main(["sweep", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert "is a directory, not a YAML file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--seed", "-1"], "argument --seed: must be in [0, 2**63), got -1"),
+        (["--seed", "1e23"], "argument --seed: must be an integer, got '1e23'"),
+        (["--method", "cerp-noreg", "--budget", "0.00001"], "error: cerp-noreg cannot fit"),
+        (["--lr", "1e30", "--method", "full", "--budget", "1.0"], "error: loss became non-finite"),
+    ],
+)
+def test_bad_values_name_what_is_wrong(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], arguments: list[str], message: str
+) -> None:
+    try:
+        code = main(["train", "--out", str(tmp_path / "x"), *TINY, *arguments])
+    except SystemExit as error:  # argparse refuses the value itself
+        code = error.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_report_on_a_folder_whose_runs_all_failed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pd.DataFrame(columns=["run_key", "row_key", "dataset"]).to_csv(
+        tmp_path / "results.csv", index=False
+    )
+    assert main(["report", str(tmp_path)]) == 2
+    assert "holds no finished run" in capsys.readouterr().err
