@@ -18,6 +18,7 @@ import yaml
 
 from cerp_core.embeddings import METHODS
 from cerp_core.experiment import PROTOCOLS, ExperimentConfig, run_experiment
+from cerp_core.io import write_text_atomic as write_atomic
 from cerp_core.models import MODELS
 from cerp_core.sweep import (
     BACKENDS,
@@ -28,7 +29,6 @@ from cerp_core.sweep import (
     run_key,
     stored_choices,
     sweep_main,
-    write_atomic,
 )
 from cerp_core.train import TrainConfig
 

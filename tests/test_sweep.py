@@ -435,14 +435,14 @@ def test_tuning_picks_on_validation_and_fixes_the_choice_for_every_budget_and_se
 def test_a_sweep_with_failed_runs_exits_nonzero_and_names_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import cerp_core.sweep
+    import cerp_core.sweep.backends
 
     def fails_for_qr(config: ExperimentConfig, checkpoint_dir: Path | None = None):
         if config.method == "qr":
             raise RuntimeError("qr is broken today")
         return types.SimpleNamespace(records=stub_runner(config, checkpoint_dir))
 
-    monkeypatch.setattr(cerp_core.sweep, "run_experiment", fails_for_qr)
+    monkeypatch.setattr(cerp_core.sweep.backends, "run_experiment", fails_for_qr)
     path = tmp_path / "sweep.yaml"
     path.write_text("methods: [full, qr]\nbudgets: [0.1]\n")
     assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 1
@@ -453,7 +453,7 @@ def test_a_sweep_with_failed_runs_exits_nonzero_and_names_them(
     assert last.startswith("error: 1 of 2 runs failed (listed above; details in ")
     monkeypatch.undo()
     monkeypatch.setattr(
-        cerp_core.sweep,
+        cerp_core.sweep.backends,
         "run_experiment",
         lambda c, checkpoint_dir=None: types.SimpleNamespace(
             records=stub_runner(c, checkpoint_dir)

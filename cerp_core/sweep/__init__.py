@@ -1,0 +1,233 @@
+"""Benchmark sweeps: a grid of experiments, a resumable result store, local and Ray backends.
+
+A sweep is the grid data set x backbone x method x budget x seed, declared in a YAML file or a
+dict (:class:`SweepConfig`). It expands into runs (:meth:`SweepConfig.runs`), one
+:class:`~cerp_core.experiment.ExperimentConfig` each, named by a stable key: a hash of
+everything that changes the result. A pruning method is *one* run for all its budgets (one
+pruning stage, one retraining per snapshot), as in the paper.
+
+Finished runs go to a :class:`ResultStore`, one JSON file per run written atomically, and the
+tidy table ``results.csv`` is regenerated from those files after every run. Killing a sweep at
+any moment therefore loses at most the runs in flight (and those resume from their per-epoch
+checkpoints); running it again skips the finished runs, and no row is ever written twice.
+
+Backends give the same numbers, because every run is seeded by its configuration alone:
+``"local"`` runs one at a time (``workers=1``) or in a process pool; ``"ray"`` sends the runs
+to a Ray cluster (``address``) or to a local Ray instance started for the sweep.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from cerp_core.io import write_text_atomic as write_atomic
+from cerp_core.sweep.backends import BACKENDS, Runner, RunOutcome, _local, _ray, run_records
+from cerp_core.sweep.config import (
+    FULL_BUDGET,
+    TUNING_FOLDER,
+    Choice,
+    SweepConfig,
+    SweepConfigError,
+    SweepRun,
+    YamlLoader,
+    choose,
+    row_key,
+    run_key,
+)
+from cerp_core.sweep.store import ResultStore, StoreBusyError
+
+SUMMARY_METRIC = "recall@20"
+
+
+class SweepFailedError(RuntimeError):
+    """Some runs of a sweep raised; the others are stored, a rerun retries the failed ones."""
+
+
+@dataclass
+class SweepResult:
+    """Outcome of :func:`run_sweep`: this sweep's rows and what happened to its runs."""
+
+    results: pd.DataFrame
+    done: list[str]
+    skipped: list[str]
+    failed: dict[str, str]
+    seconds: float
+    store: ResultStore
+    chosen: dict[tuple[str, str, str], Choice] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """Counts, wall time, failures and mean Recall@20 per method and budget."""
+        lines = [
+            f"sweep: {len(self.done)} runs done, {len(self.skipped)} skipped (already stored), "
+            f"{len(self.failed)} failed, in {datetime.timedelta(seconds=round(self.seconds))}",
+            f"results: {self.store.table_path} ({len(self.results)} rows of this sweep)",
+        ]
+        for (dataset, backbone, method), choice in self.chosen.items():
+            lines.append(f"tuned on validation: {dataset}/{backbone}/{method}: {choice}")
+        if self.failed:
+            lines.append(f"failed runs (details in {self.store.failures_dir}):")
+            lines += [f"  {key}: {error.splitlines()[0]}" for key, error in self.failed.items()]
+        if SUMMARY_METRIC in self.results and len(self.results):
+            table = self.results.pivot_table(
+                index=["dataset", "backbone", "method"],
+                columns="budget",
+                values=SUMMARY_METRIC,
+                aggfunc="mean",
+                sort=False,
+            )
+            table = table[sorted(table.columns, reverse=True)]
+            lines.append(f"{SUMMARY_METRIC} (mean over seeds) by budget:")
+            lines.append(table.to_string(float_format="{:.4f}".format, na_rep="-"))
+        return "\n".join(lines)
+
+
+def _store_outcomes(
+    store: ResultStore,
+    runs: Mapping[str, SweepRun],
+    outcomes: Iterator[RunOutcome],
+    skipped: int,
+    progress: bool,
+) -> tuple[list[str], dict[str, str]]:
+    """Store each outcome as it arrives; the keys done and the failures by key."""
+    done: list[str] = []
+    failed: dict[str, str] = {}
+    bar = tqdm(total=len(runs), initial=skipped, desc="sweep", unit="run", disable=not progress)
+    with bar:
+        for outcome in outcomes:
+            run = runs[outcome.key]
+            if outcome.records is None:
+                store.save_failure(run, outcome.error or "unknown error")
+                failed[outcome.key] = f"{run.describe()}: {outcome.error}"
+            else:
+                store.save(run, outcome.records, outcome.seconds)
+                done.append(outcome.key)
+            bar.set_postfix(last=run.describe(), failed=len(failed))
+            bar.update()
+    return done, failed
+
+
+def run_sweep(
+    config: SweepConfig,
+    out: str | Path,
+    backend: str = "local",
+    workers: int = 1,
+    address: str | None = None,
+    runner: Runner = run_records,
+    progress: bool = True,
+) -> SweepResult:
+    """Run every run of ``config`` not yet stored in ``out``; results go to ``out``.
+
+    Args:
+        config: The grid.
+        out: Folder of the :class:`ResultStore` (created if missing).
+        backend: ``"local"`` or ``"ray"``.
+        workers: Local processes at once (1: in this process), or CPUs of the local Ray
+            instance that the ``"ray"`` backend starts without ``address``.
+        address: Address of an existing Ray cluster (``"auto"``, ``"ray://host:10001"``).
+        runner: Turns a configuration and a checkpoint folder into result records; must be
+            picklable for process pools and Ray. (default: :func:`run_records`)
+        progress: Show the overall progress bar.
+
+    A run that raises is recorded under ``out/failures/`` and the sweep goes on. A second
+    sweep on the same ``out`` while this one runs raises :class:`StoreBusyError`.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if address is not None and backend != "ray":
+        raise ValueError("address is only used by the ray backend")
+    began = time.perf_counter()
+    store = ResultStore(out)
+
+    def execute_all(phase: ResultStore, runs: dict[str, SweepRun]):
+        phase.recover()
+        finished = phase.finished()
+        skipped = [key for key in runs if key in finished]
+        tasks = [
+            (run, phase.checkpoint_dir(key)) for key, run in runs.items() if key not in finished
+        ]
+        if backend == "ray" and tasks:
+            outcomes = _ray(tasks, runner, workers, address)
+        else:
+            outcomes = _local(tasks, runner, workers)
+        done, failed = _store_outcomes(phase, runs, outcomes, len(skipped), progress)
+        return done, skipped, failed
+
+    chosen: dict[tuple[str, str, str], Choice] = {}
+    with store.writing():
+        if config.tune:
+            tuning = ResultStore(store.folder / TUNING_FOLDER)
+            done, skipped, failed = execute_all(
+                tuning, {run.key: run for run in config.tuning_runs()}
+            )
+            if failed:
+                elapsed = time.perf_counter() - began
+                return SweepResult(pd.DataFrame(), done, skipped, failed, elapsed, tuning, {})
+            chosen = choose(config, tuning.table())
+            rows = [{"dataset": d, "backbone": b, "method": m, **c} for (d, b, m), c in
+                    chosen.items()]  # fmt: skip
+            write_atomic(tuning.folder / "chosen.csv", pd.DataFrame(rows).to_csv(index=False))
+            store.adopt(tuning, [run.key for run in config.runs(chosen)])
+        runs = {run.key: run for run in config.runs(chosen)}
+        done, skipped, failed = execute_all(store, runs)
+    table = store.table()
+    order = table["run_key"].map({key: i for i, key in enumerate(runs)})
+    results = table.assign(_order=order).dropna(subset="_order")
+    results = results.sort_values(["_order", "budget"], ascending=[True, False], kind="stable")
+    results = results.drop(columns="_order").reset_index(drop=True)
+    elapsed = time.perf_counter() - began
+    return SweepResult(results, done, skipped, failed, elapsed, store, chosen)
+
+
+def stored_choices(config: SweepConfig, folder: str | Path) -> dict[tuple[str, str, str], Choice]:
+    """The tuned values a finished grid search of ``config`` chose in ``folder`` (``{}`` for a
+    sweep without ``tune``), recomputed from its stored tuning runs."""
+    if not config.tune:
+        return {}
+    return choose(config, ResultStore(Path(folder) / TUNING_FOLDER).table())
+
+
+def sweep_main(
+    config_path: Path, out: Path, backend: str, address: str | None, workers: int
+) -> pd.DataFrame:
+    """``python -m cerp_core sweep``: run the YAML sweep, print its summary, return its rows."""
+    config = SweepConfig.from_yaml(config_path)
+    result = run_sweep(config, out, backend=backend, workers=workers, address=address)
+    print(result.summary())
+    if result.failed:
+        raise SweepFailedError(
+            f"{len(result.failed)} of {len(result.done) + len(result.failed)} runs failed "
+            f"(listed above; details in {result.store.failures_dir}); rerun the same command "
+            "to retry them"
+        )
+    return result.results
+
+
+__all__ = [
+    "BACKENDS",
+    "FULL_BUDGET",
+    "YamlLoader",
+    "ResultStore",
+    "RunOutcome",
+    "SweepConfig",
+    "SweepConfigError",
+    "StoreBusyError",
+    "SweepFailedError",
+    "SweepResult",
+    "SweepRun",
+    "run_key",
+    "run_records",
+    "run_sweep",
+    "row_key",
+    "stored_choices",
+    "sweep_main",
+    "choose",
+]
