@@ -24,7 +24,6 @@ GROUP = [*PANEL, "method", "budget"]
 SIZES = ("num_params", "param_fraction", "memory_bytes")
 FULL_METHOD = "full"
 POPULARITY_METHOD = "popularity"
-REFERENCE_METHODS = [name for name, method in METHODS.items() if method.reference]
 BELOW_POPULARITY = " †"
 BOLD = re.compile(r"\*\*(.+?)\*\*")
 LATEX_SPECIALS = {c: "\\" + c for c in "&%$#_{}"} | {
@@ -119,7 +118,8 @@ def paper_table(
             for stat in ("mean", "std")
         )
         methods = mean.index.get_level_values("method")
-        compact = mean[~np.isin(methods, REFERENCE_METHODS)]
+        references = [name for name, method in METHODS.items() if method.reference]
+        compact = mean[~np.isin(methods, references)]
         panels = compact.groupby(level=PANEL, sort=False)
         best = (compact == panels.transform("max")) & (panels.transform("count") >= 2)
         best = best.reindex(index=rows, fill_value=False)

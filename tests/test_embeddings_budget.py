@@ -195,3 +195,31 @@ def test_initial_thresholds_prune_at_most_a_quarter_at_any_size(method, n, d):
     entries = sum(p.numel() for name, p in table.named_parameters() if "threshold" not in name)
     assert table.num_nonzero() >= 0.74 * entries
     assert table.num_nonzero() > max(table.targets)
+
+
+def test_a_method_registered_once_reaches_cli_sweeps_reports_and_plots(monkeypatch) -> None:
+    """Registering a method in METHODS is all it takes for every layer to know it."""
+    import pandas as pd
+
+    from cerp_core import plots, report
+    from cerp_core.cli import build_parser
+    from cerp_core.embeddings.budget import Method, _hash
+    from cerp_core.embeddings.hashing import HashEmbedding
+    from cerp_core.sweep import SweepConfig
+
+    toy = Method("toy-hash", "Toy hashing", _hash, (6, "h", "-"), reference=True,
+                 table=HashEmbedding)  # fmt: skip
+    monkeypatch.setitem(METHODS, "toy-hash", toy)
+    args = build_parser().parse_args(["train", "--method", "toy-hash", "--out", "x"])
+    assert args.method == "toy-hash"
+    (run,) = SweepConfig.from_dict({"methods": ["toy-hash"], "budgets": [0.1]}).runs()
+    assert run.config.method == "toy-hash"
+    assert plots.method_style("toy-hash")["label"] == "Toy hashing"
+    assert plots.method_style("toy-hash")["marker"] == "h"
+    rows = pd.DataFrame(
+        {"dataset": "d", "backbone": "mf", "method": ["toy-hash", "hash"], "budget": 0.1,
+         "seed": 0, "num_params": 1, "param_fraction": 0.1, "memory_bytes": 4,
+         "recall@20": [0.5, 0.1], "ndcg@20": [0.5, 0.1]}
+    )  # fmt: skip
+    table = report.paper_table(rows)  # a reference row is never the bold "best"
+    assert not table.loc[("d", "mf", "toy-hash"), (0.1, "recall@20")].startswith("**")

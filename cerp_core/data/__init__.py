@@ -13,7 +13,7 @@ import pandas as pd
 from cerp_core.data.errors import DataError, DataFormatError, DatasetNotFoundError, DataWarning
 from cerp_core.data.frame import from_dataframe, k_core, split_train_test
 from cerp_core.data.interactions import Interactions, split_per_user, to_csr
-from cerp_core.data.lightgcn import (
+from cerp_core.data.lightgcn_text import (
     MAX_IDS,
     check_disjoint,
     check_id_space,
@@ -103,7 +103,7 @@ def load_dataset(
 def read_lightgcn_dir(folder: str | Path, name: str | None = None) -> Interactions:
     """Read ``train.txt`` and ``test.txt`` of a folder (validated, cached by content hash).
 
-    A mostly unused id space is refused (see :func:`~cerp_core.data.lightgcn.check_id_space`);
+    A mostly unused id space is refused (see :func:`~cerp_core.data.lightgcn_text.check_id_space`);
     smaller gaps and test-only items are kept, counted in ``statistics()`` and warned about.
     """
     folder = Path(folder)
