@@ -18,6 +18,7 @@ import torch
 from papermill.translators import PythonTranslator
 
 from cerp_core.data import load_dataset
+from cerp_core.embeddings import METHODS
 from cerp_core.experiment import ExperimentConfig, run_experiment
 from cerp_core.notebooks import NOTEBOOK_DIR, load_parameters, notebook_paths, run_notebooks
 from cerp_core.train import TrainConfig
@@ -38,7 +39,7 @@ TINY: dict[str, dict[str, Any]] = {
     "03_budget_sweep": {
         "DATA_OPTIONS": TINY_DATA,
         "DIM": DIM,
-        "BUDGETS": [0.25, 0.1],
+        "BUDGETS": [0.25, 0.125],  # lowdim needs budget * DIM >= 1
         "EPOCHS": 1,
         "BATCH_SIZE": 256,
     },
@@ -134,9 +135,11 @@ def test_cerp_training(tmp_path: Path) -> None:
 def test_budget_sweep(tmp_path: Path) -> None:
     results = run("03_budget_sweep", tmp_path)
     assert results["failed"] == 0
-    methods = {"full", "hash", "qr", "tt", "pep", "magprune", "cerp", "cerp-noreg"}
+    methods = set(METHODS)  # every registered method, the reference rows included
     assert {r["method"] for r in results["runs"]} == methods
-    assert len(results["runs"]) == 1 + 2 * (len(methods) - 1)
+    assert len(results["runs"]) == 2 + 2 * (len(methods) - 2)  # popularity, full: one row
+    (popularity,) = [r for r in results["runs"] if r["method"] == "popularity"]
+    assert (popularity["budget"], popularity["num_params"]) == (0.0, 0)
     for row in results["runs"]:
         assert row["num_params"] <= row["budget"] * FULL_PARAMS, row
         assert row["memory_bytes"] > 0
