@@ -22,7 +22,7 @@ from cerp_core.embeddings import (
     min_bucket_size,
     qr_remainder_rows,
 )
-from cerp_core.embeddings.budget import pruning_targets
+from cerp_core.embeddings.budget import BUCKET_FACTOR, pruning_targets
 
 NUM_ENTITIES = (100, 1000, 70839)
 DIMS = (16, 64, 128)
@@ -108,8 +108,8 @@ def test_pruning_targets_and_cerp_bucket_size_fit(n, d):
         target = max_parameters(budget, n, d)
         b = cerp_bucket_size(n, d, target)
         assert math.ceil(n / b) <= b <= n
-        assert 2 * b * d >= min(2.0 * target, 2 * n * d)
-        assert b == min_bucket_size(n) or b == n or 2 * (b - 1) * d < 2.0 * target
+        assert 2 * b * d >= min(BUCKET_FACTOR * target, 2 * n * d)
+        assert b == min_bucket_size(n) or b == n or 2 * (b - 1) * d < BUCKET_FACTOR * target
 
 
 @pytest.mark.parametrize("method", PRUNED)
@@ -127,10 +127,10 @@ def test_one_pruning_run_serves_every_budget(method, n, d):
 
 
 def test_cerp_bucket_rule_by_hand():
-    # Gowalla, d = 128, budget 0.05: target 453,369; b = ceil(2 * 453369 / 256) = 3542
+    # Gowalla, d = 128, budget 0.05: target 453,369; b = ceil(4 * 453369 / 256) = 7084
     table = make_embedding("cerp", 70839, 128, [0.05, 0.01])
     assert isinstance(table, CERPEmbedding)
-    assert table.bucket_size == 3542 and table.targets == (453369, 90673)
+    assert table.bucket_size == 7084 and table.targets == (453369, 90673)
     assert torch.all(table.P_threshold == SUITE_THRESHOLD_INIT)
     # a tiny budget falls back on the smallest bucket size with unique pairs
     assert cerp_bucket_size(70839, 128, max_parameters(0.001, 70839, 128)) == 267

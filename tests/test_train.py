@@ -198,7 +198,8 @@ def test_stage_one_learns_with_the_suite_regularizer(data: Interactions, backbon
     has learnt something. (With the paper's weight summed over a large batch it stayed at
     ln 2 for every epoch.)"""
     torch.manual_seed(0)
-    table = make_embedding("cerp", data.num_entities, 16, (0.2, 0.1))
+    # tables of twice the target, so that the thresholds reach it within these few epochs
+    table = make_embedding("cerp", data.num_entities, 16, (0.2, 0.1), bucket_factor=2.0)
     model = make_model(backbone, table, data)
     pruned = prune(model, data, quick(epochs=8, batch_size=128, lr=0.03, threshold_lr=0.03))
     assert table.regularizer_weight > 0
