@@ -390,7 +390,7 @@ def make_embedding(
     - ``pep``, ``magprune``: one target ``floor(budget_i * N * d)`` per budget.
     - ``cerp``, ``cerp-noreg``: targets likewise; bucket size
       ``b = max(ceil(sqrt(N)), ceil(bucket_factor * max_target / (2 d)))`` capped at ``N``, so the
-      two tables hold ``bucket_factor`` (default 2: 50% sparsity) times the largest target, or
+      two tables hold ``bucket_factor`` (default 4: 75% sparsity) times the largest target, or
       more where unique pairs need ``b >= sqrt(N)``. ``cerp-noreg`` sets
       ``regularizer_weight=0``.
 
