@@ -22,15 +22,22 @@ from cerp_core.train import TrainConfig, _epoch_batches, bpr_loss
 TIMINGS = ("seconds", "prune_seconds", "train_seconds", "eval_seconds")
 
 
+def _config(
+    backbone: str, method: str, budget: float, train: TrainConfig, **fields: Any
+) -> ExperimentConfig:
+    """The tests' seeded configuration (d = 16, seed 3) with their own training settings."""
+    return ExperimentConfig(
+        backbone=backbone, method=method, budgets=(budget,), dim=16, seed=3, train=train, **fields
+    )
+
+
 def _run(backbone: str, method: str, budget: float) -> ExperimentResult:
     """One short seeded run: ~3200 training pairs, so three full batches of 1024 and a rest."""
-    config = ExperimentConfig(
-        backbone=backbone,
-        method=method,
-        budgets=(budget,),
-        dim=16,
-        seed=3,
-        train=TrainConfig(epochs=1, batch_size=1024, progress=False, seed=3),
+    config = _config(
+        backbone,
+        method,
+        budget,
+        TrainConfig(epochs=1, batch_size=1024, progress=False, seed=3),
         data_options={"num_users": 150, "num_items": 250},
     )
     data = load_dataset("synthetic", valid_fraction=0.1, seed=3, **config.data_options)
@@ -97,13 +104,11 @@ def test_training_step_has_no_racy_backward(backbone: str, method: str, budget: 
     threads happen to interleave differently, which the gradient comparison may not see.
     """
     data = load_dataset("synthetic", num_users=150, num_items=250, seed=3)
-    config = ExperimentConfig(
-        backbone=backbone,
-        method=method,
-        budgets=(budget,),
-        dim=16,
-        seed=3,
-        train=TrainConfig(batch_size=2048, progress=False, seed=3),
+    config = _config(
+        backbone,
+        method,
+        budget,
+        TrainConfig(batch_size=2048, progress=False, seed=3),
         valid_fraction=0.0,
     )
     model = build_model(config, data).train()
