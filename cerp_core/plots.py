@@ -5,8 +5,8 @@ labelled axes (units in brackets), a legend where several series share an axis, 
 colour-blind-safe palette, and markers / line styles that also tell series apart in grey-scale
 print. :func:`save_figure` writes a PNG (150 dpi) and a vector PDF of a figure.
 
-The helpers :func:`entity_sizes`, :func:`threshold_values` and :func:`complementarity` read a
-trained table and return exactly what the matching figure draws.
+The numbers behind the figures of trained tables (entity sizes, thresholds, mask counts, P/Q
+complementarity) come from :mod:`cerp_core.analysis`, usable without drawing.
 """
 
 from __future__ import annotations
@@ -27,14 +27,13 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import EngFormatter, FuncFormatter
 
+from cerp_core.analysis import KIND_ORDER, ArrayLike, as_numpy, nonzero_counts
 from cerp_core.embeddings import METHODS
-from cerp_core.embeddings.cerp import CERPEmbedding, composition_indices
-from cerp_core.embeddings.pruning import PrunableEmbedding
+from cerp_core.embeddings.cerp import composition_indices
 
 PALETTE = "colorblind"
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # series that are not methods (curves, masks)
 LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1)), (0, (1, 1)), "-")
-KIND_ORDER = ("user", "item")
 PROTOCOL_LABELS = {"validation": "validation split (suite)", "paper": "test-set selection (paper)"}
 METRIC_LABELS = {
     "recall@20": "Recall@20",
@@ -42,8 +41,6 @@ METRIC_LABELS = {
     "recall@10": "Recall@10",
     "ndcg@10": "NDCG@10",
 }
-
-ArrayLike = np.ndarray | torch.Tensor | Sequence[float]
 
 
 def use_style() -> None:
@@ -100,12 +97,6 @@ def save_figure(
     return paths
 
 
-def _numpy(values: ArrayLike) -> np.ndarray:
-    if isinstance(values, torch.Tensor):
-        return values.detach().cpu().numpy()
-    return np.asarray(values)
-
-
 def _log_x_axis(ax: Axes) -> None:
     """Log x axis with plain numbers (``50``, ``100 k``) instead of powers of ten."""
     ax.set_xscale("log")
@@ -131,7 +122,7 @@ def _metric_label(metric: str) -> str:
 def plot_popularity(item_popularity: ArrayLike, head_share: float = 0.2) -> Figure:
     """Long tail of item popularity: rank-frequency on log-log axes, and the cumulative share
     of interactions held by the most popular items (the head ``head_share`` marked)."""
-    counts = np.sort(_numpy(item_popularity).astype(float))[::-1]
+    counts = np.sort(as_numpy(item_popularity).astype(float))[::-1]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
     ranks = np.arange(1, len(counts) + 1)
     positive = counts > 0
@@ -172,9 +163,9 @@ def plot_user_activity(
 ) -> Figure:
     """Histogram of training interactions per user (log-spaced bins), with the median marked;
     items per popularity as a second series when given."""
-    series = {"users": _numpy(user_activity)}
+    series = {"users": as_numpy(user_activity)}
     if item_popularity is not None:
-        series["items"] = _numpy(item_popularity)
+        series["items"] = as_numpy(item_popularity)
     fig, ax = plt.subplots(figsize=(6, 3.4))
     top = max(max(int(v.max(initial=1)), 1) for v in series.values())
     bins = np.unique(np.logspace(0, math.log10(top + 1), 30).round())
@@ -378,7 +369,7 @@ def plot_budget_curves(
 
 
 def _mask_arrays(masks: Mapping[str, ArrayLike]) -> dict[str, np.ndarray]:
-    return {name: _numpy(mask).astype(bool) for name, mask in masks.items()}
+    return {name: as_numpy(mask).astype(bool) for name, mask in masks.items()}
 
 
 def plot_mask_heatmap(masks: Mapping[str, ArrayLike], max_rows: int = 200) -> Figure:
@@ -413,18 +404,18 @@ def plot_mask_heatmap(masks: Mapping[str, ArrayLike], max_rows: int = 200) -> Fi
 
 def plot_nonzeros_per_row_and_dim(masks: Mapping[str, ArrayLike]) -> Figure:
     """Distribution of non-zeros per table row, and non-zero rows per dimension, per table."""
-    arrays = _mask_arrays(masks)
+    counts = nonzero_counts(masks)
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
-    colours = sns.color_palette(PALETTE, len(arrays))
-    width = max(m.shape[1] for m in arrays.values())
+    colours = sns.color_palette(PALETTE, len(counts))
+    width = max(len(c["per_dim"]) for c in counts.values())
     bins = np.arange(-0.5, width + 1.5, max(1, (width + 1) // 32))
-    for (name, mask), colour, hatch, marker in zip(
-        arrays.items(), colours, ("", "//", "..", "xx"), MARKERS, strict=False
+    for (name, count), colour, hatch, marker in zip(
+        counts.items(), colours, ("", "//", "..", "xx"), MARKERS, strict=False
     ):
-        left.hist(mask.sum(axis=1), bins=bins, color=colour, alpha=0.6, hatch=hatch, label=name)
+        left.hist(count["per_row"], bins=bins, color=colour, alpha=0.6, hatch=hatch, label=name)
         right.plot(
-            np.arange(mask.shape[1]),
-            mask.sum(axis=0),
+            np.arange(len(count["per_dim"])),
+            count["per_dim"],
             color=colour,
             marker=marker,
             markersize=3,
@@ -439,41 +430,6 @@ def plot_nonzeros_per_row_and_dim(masks: Mapping[str, ArrayLike]) -> Figure:
     right.legend()
     fig.tight_layout()
     return fig
-
-
-@torch.no_grad()
-def entity_sizes(
-    embedding: torch.nn.Module,
-    num_users: int,
-    user_activity: ArrayLike,
-    item_popularity: ArrayLike,
-    buckets: int = 3,
-    batch_size: int = 65536,
-) -> pd.DataFrame:
-    """Per-entity embedding size: non-zeros of each composed vector, with the entity's kind
-    (user / item), training interactions and popularity bucket (quantiles within its kind)."""
-    device = next(embedding.parameters()).device
-    ids = torch.arange(embedding.num_entities, device=device)
-    sizes = torch.cat(
-        [torch.count_nonzero(embedding(chunk), dim=1) for chunk in ids.split(batch_size)]
-    )
-    counts = np.concatenate([_numpy(user_activity), _numpy(item_popularity)])
-    frame = pd.DataFrame(
-        {
-            "entity": np.arange(len(counts)),
-            "kind": np.where(np.arange(len(counts)) < num_users, "user", "item"),
-            "interactions": counts,
-            "size": sizes.cpu().numpy(),
-        }
-    )
-    labels = ["low", "mid", "high"] if buckets == 3 else [f"Q{i + 1}" for i in range(buckets)]
-    bucket = np.empty(len(frame), dtype=object)
-    for kind in KIND_ORDER:
-        rows = (frame["kind"] == kind).to_numpy()
-        ranks = frame.loc[rows, "interactions"].rank(method="first")
-        bucket[rows] = pd.qcut(ranks, buckets, labels=labels).astype(str)
-    frame["popularity"] = pd.Categorical(bucket, categories=labels, ordered=True)
-    return frame
 
 
 def plot_entity_sizes(sizes: pd.DataFrame) -> Figure:
@@ -531,15 +487,6 @@ def plot_entity_sizes(sizes: pd.DataFrame) -> Figure:
     return fig
 
 
-@torch.no_grad()
-def threshold_values(embedding: PrunableEmbedding) -> dict[str, np.ndarray]:
-    """Learnt thresholds ``sigmoid(S)`` of each pruned table (flattened), where it has any."""
-    return {
-        name: torch.sigmoid(raw).detach().cpu().numpy().ravel()
-        for name, raw in embedding.thresholds().items()
-    }
-
-
 def plot_threshold_histogram(
     thresholds: Mapping[str, ArrayLike], weights: Mapping[str, ArrayLike] | None = None
 ) -> Figure:
@@ -547,8 +494,8 @@ def plot_threshold_histogram(
     ``weights``, the raw ``|w|`` of the same tables as outlines for comparison."""
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     colours = sns.color_palette(PALETTE, 2 * len(thresholds))
-    arrays = {name: _numpy(v).ravel() for name, v in thresholds.items()}
-    extra = {f"|{n}|": np.abs(_numpy(v)).ravel() for n, v in (weights or {}).items()}
+    arrays = {name: as_numpy(v).ravel() for name, v in thresholds.items()}
+    extra = {f"|{n}|": np.abs(as_numpy(v)).ravel() for n, v in (weights or {}).items()}
     top = max([float(v.max(initial=0)) for v in (*arrays.values(), *extra.values())] + [1e-6])
     bins = np.linspace(0, top * 1.02, 40)
     for (name, values), colour, hatch in zip(
@@ -583,34 +530,6 @@ def plot_threshold_histogram(
     ax.legend(fontsize="small")
     fig.tight_layout()
     return fig
-
-
-@torch.no_grad()
-def complementarity(embedding: CERPEmbedding) -> dict[str, float]:
-    """How P and Q share the work in the composed vectors of every entity.
-
-    Over all (entity, dimension) pairs: shares where both are zero, only P is non-zero, only
-    Q, or both; ``exclusive`` = (only P + only Q) / (at least one non-zero); and the entities
-    whose composed vector is entirely zero (``zero_entities``, ``zero_entity_share``).
-    """
-    weights = embedding.effective_weights()
-    ids = torch.arange(embedding.num_entities, device=weights["P"].device)
-    rows_p, rows_q = composition_indices(ids, embedding.num_entities, embedding.bucket_size)
-    p, q = weights["P"][rows_p] != 0, weights["Q"][rows_q] != 0
-    shares = {
-        "both_zero": float((~p & ~q).float().mean()),
-        "only_P": float((p & ~q).float().mean()),
-        "only_Q": float((~p & q).float().mean()),
-        "both": float((p & q).float().mean()),
-    }
-    some = 1.0 - shares["both_zero"]
-    zero = int((~(p | q)).all(dim=1).sum())
-    return {
-        **shares,
-        "exclusive": (shares["only_P"] + shares["only_Q"]) / some if some else 0.0,
-        "zero_entities": zero,
-        "zero_entity_share": zero / embedding.num_entities,
-    }
 
 
 def plot_complementarity(stats: pd.DataFrame) -> Figure:

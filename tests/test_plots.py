@@ -18,22 +18,11 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from test_analysis import NUM_ITEMS, NUM_USERS, small_cerp  # noqa: E402
 
-from cerp_core import plots  # noqa: E402
-from cerp_core.embeddings.cerp import CERPEmbedding  # noqa: E402
+from cerp_core import analysis, plots  # noqa: E402
 
 RNG = np.random.default_rng(0)
-NUM_USERS, NUM_ITEMS = 12, 18
-
-
-def small_cerp(sparsity: float = 0.5) -> CERPEmbedding:
-    """A 30-entity CERP table (b = 6) whose masks keep about ``1 - sparsity`` of P and Q."""
-    torch.manual_seed(0)
-    table = CERPEmbedding(NUM_USERS + NUM_ITEMS, 8, bucket_size=6, threshold_init=-3.0)
-    masks = {name: torch.rand(6, 8) > sparsity for name in ("P", "Q")}
-    masks["P"][0] = False  # an all-zero row of P, so that some entities lose entries
-    table.rewind(masks)
-    return table
 
 
 def budget_table() -> pd.DataFrame:
@@ -74,14 +63,14 @@ def protocol_table() -> pd.DataFrame:
 
 def complementarity_frame() -> pd.DataFrame:
     stats = {
-        "CERP": plots.complementarity(small_cerp(0.5)),
-        "CERP w/o regularizer": plots.complementarity(small_cerp(0.7)),
+        "CERP": analysis.complementarity(small_cerp(0.5)),
+        "CERP w/o regularizer": analysis.complementarity(small_cerp(0.7)),
     }
     return pd.DataFrame.from_dict(stats, orient="index")
 
 
 def entity_frame() -> pd.DataFrame:
-    return plots.entity_sizes(
+    return analysis.entity_sizes(
         small_cerp(), NUM_USERS, RNG.integers(5, 50, NUM_USERS), RNG.integers(0, 40, NUM_ITEMS)
     )
 
@@ -165,28 +154,3 @@ def test_budget_curves_use_log_x_and_full_reference() -> None:
     full_lines = [line for line in ax.get_lines() if "Full table" in line.get_label()]
     assert len(full_lines) == 1 and full_lines[0].get_ydata()[0] == pytest.approx(0.30)
     plt.close(fig)
-
-
-def test_complementarity_shares_partition_all_pairs() -> None:
-    table = small_cerp(0.5)
-    stats = plots.complementarity(table)
-    total = stats["both_zero"] + stats["only_P"] + stats["only_Q"] + stats["both"]
-    assert total == pytest.approx(1.0)
-    composed = table(torch.arange(table.num_entities))
-    assert stats["zero_entities"] == int((composed == 0).all(dim=1).sum())
-
-
-def test_entity_sizes_count_nonzeros_and_bucket_per_kind() -> None:
-    frame = entity_frame()
-    table = small_cerp()
-    composed = table(torch.arange(table.num_entities))
-    assert frame["size"].tolist() == torch.count_nonzero(composed, dim=1).tolist()
-    assert (frame["kind"] == "user").sum() == NUM_USERS
-    assert set(frame["popularity"]) == {"low", "mid", "high"}
-
-
-def test_threshold_values_are_sigmoids_of_raw_thresholds() -> None:
-    table = CERPEmbedding(NUM_USERS + NUM_ITEMS, 8, bucket_size=6, threshold_init=-3.0)
-    values = plots.threshold_values(table)
-    assert set(values) == {"P", "Q"}
-    assert values["P"] == pytest.approx(np.full(48, 1 / (1 + np.exp(3.0))))
