@@ -17,45 +17,20 @@ from typing import Any
 import yaml
 
 from cerp_core.embeddings import METHODS
-from cerp_core.experiment import PROTOCOLS, ExperimentConfig, run_experiment
+from cerp_core.experiment import PROTOCOLS, ExperimentConfig, run_experiment, with_protocol
 from cerp_core.io import write_text_atomic as write_atomic
 from cerp_core.models import MODELS
+from cerp_core.schema import YamlLoader
 from cerp_core.sweep import (
     BACKENDS,
     StoreBusyError,
     SweepConfig,
     SweepFailedError,
-    YamlLoader,
     run_key,
+    run_sweep,
     stored_choices,
-    sweep_main,
 )
 from cerp_core.train import TrainConfig
-
-
-def _budget(text: str) -> float:
-    value = float(text)
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"budget must be in (0, 1], got {text}")
-    return value
-
-
-def _seed(text: str) -> int:
-    """A seed numpy and torch both take: an integer in ``[0, 2**63)``."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"must be in [0, 2**63), got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
 
 
 def _option(text: str) -> tuple[str, Any]:
@@ -77,27 +52,25 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--dataset", default=experiment.dataset, help="name or folder")
-    parser.add_argument("--backbone", choices=list(MODELS), default="mf")
-    parser.add_argument("--method", choices=list(METHODS), default="cerp")
+    parser.add_argument("--backbone", choices=list(MODELS), default=experiment.backbone)
+    parser.add_argument("--method", choices=list(METHODS), default=experiment.method)
     parser.add_argument(
         "--budget",
-        type=_budget,
+        type=float,
         nargs="+",
-        default=[0.1],
+        default=list(experiment.budgets),
         help="stored share(s) of the full table; a pruning method serves several in one run",
     )
-    parser.add_argument("--epochs", type=_positive_int, default=training.epochs,
+    parser.add_argument("--epochs", type=int, default=training.epochs,
                         help="bound of each stage")  # fmt: skip
-    parser.add_argument("--seed", type=_seed, default=experiment.seed, help="seeds everything")
+    parser.add_argument("--seed", type=int, default=experiment.seed, help="seeds everything")
     parser.add_argument("--device", default=experiment.device, help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--data-root", help="root of real data sets (default $CERP_DATA_DIR)")
-    parser.add_argument(
-        "--dim", type=_positive_int, default=experiment.dim, help="full table width"
-    )
-    parser.add_argument("--batch-size", type=_positive_int, default=training.batch_size,
+    parser.add_argument("--dim", type=int, default=experiment.dim, help="full table width")
+    parser.add_argument("--batch-size", type=int, default=training.batch_size,
                         help="positive pairs per step")  # fmt: skip
-    parser.add_argument("--num-negatives", type=_positive_int, default=training.num_negatives,
+    parser.add_argument("--num-negatives", type=int, default=training.num_negatives,
                         help="negatives per positive")  # fmt: skip
     parser.add_argument("--lr", type=float, default=training.lr, help="Adam lr of the weights")
     parser.add_argument("--threshold-lr", type=float, default=training.threshold_lr,
@@ -155,14 +128,15 @@ def _claim_folder(out: Path, key: str, config: ExperimentConfig) -> None:
         raise ValueError(f"--out {out} cannot be written: {error.strerror}") from None
 
 
-def _train(args: argparse.Namespace) -> None:
+def experiment_config(args: argparse.Namespace) -> ExperimentConfig:
+    """The configuration the ``train`` arguments describe (flags left out keep the defaults
+    of :class:`ExperimentConfig` and :class:`TrainConfig`)."""
     config = ExperimentConfig(
         dataset=args.dataset,
         backbone=args.backbone,
         method=args.method,
         budgets=tuple(args.budget),
         dim=args.dim,
-        protocol=args.protocol,
         seed=args.seed,
         device=args.device,
         data_root=args.data_root,
@@ -179,6 +153,11 @@ def _train(args: argparse.Namespace) -> None:
         embedding_options=dict(args.embedding_option),
         model_options=dict(args.model_option),
     )
+    return with_protocol(config, args.protocol)
+
+
+def _train(args: argparse.Namespace) -> None:
+    config = experiment_config(args)
     key = run_key(config)
     _claim_folder(args.out, key, config)
     result = run_experiment(config, checkpoint_dir=args.out / "checkpoints")
@@ -200,11 +179,21 @@ def _add_sweep_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, required=True, help="results folder (resumable)")
     parser.add_argument("--backend", choices=BACKENDS, default="local")
     parser.add_argument("--address", help="Ray cluster address (default: start a local one)")
-    parser.add_argument("--workers", type=_positive_int, default=1, help="local processes")
+    parser.add_argument("--workers", type=int, default=1, help="local processes")
 
 
 def _sweep(args: argparse.Namespace) -> None:
-    sweep_main(args.config, args.out, args.backend, args.address, args.workers)
+    config = SweepConfig.from_yaml(args.config)
+    result = run_sweep(
+        config, args.out, backend=args.backend, workers=args.workers, address=args.address
+    )
+    print(result.summary())
+    if result.failed:
+        raise SweepFailedError(
+            f"{len(result.failed)} of {len(result.done) + len(result.failed)} runs failed "
+            f"(listed above; details in {result.store.failures_dir}); rerun the same command "
+            "to retry them"
+        )
 
 
 def _add_notebooks_parser(commands: argparse._SubParsersAction) -> None:

@@ -4,11 +4,11 @@ Two protocols:
 
 - ``"validation"`` (default): a validation split is carved from train; early stopping and the
   choice of epoch use it; test is evaluated once per final model.
-- ``"paper"``: what the authors' public code does, offered for reproduction only: no
-  validation split, model selection on the *test* set (NDCG@5), batches of 10 positives with
-  5 negatives each (60 rows), negatives drawn once and reused every epoch, Adam with learning
-  rate 1e-3, weight decay 1e-5 and gradient-norm clipping at 100. Its test numbers are
-  optimistic by construction.
+- ``"paper"`` (:func:`paper_protocol`): what the authors' public code does, offered for
+  reproduction only: no validation split, model selection on the *test* set (NDCG@5),
+  batches of 10 positives with 5 negatives each (60 rows), negatives drawn once and reused
+  every epoch, Adam with learning rate 1e-3, weight decay 1e-5 and gradient-norm clipping at
+  100. Its test numbers are optimistic by construction.
 
 The protocol leaves the pruning schedule alone: thresholds keep ``train.threshold_lr`` and the
 initial value that :func:`~cerp_core.embeddings.make_embedding` gives them, CERP its suite
@@ -28,19 +28,28 @@ import inspect
 import itertools
 import subprocess
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import scipy.sparse as sp
 import torch
 
 import cerp_core
-from cerp_core.data import Interactions, load_dataset, make_synthetic
-from cerp_core.embeddings import METHODS, PrunableEmbedding, make_embedding
+from cerp_core.data import DATASET_NAMES, Interactions, load_dataset, make_synthetic
+from cerp_core.embeddings import (
+    METHODS,
+    PrunableEmbedding,
+    check_budgets,
+    get_method,
+    make_embedding,
+)
 from cerp_core.embeddings.base import MemoryReport
 from cerp_core.metrics import DEFAULT_KS, evaluate
 from cerp_core.models import MODELS, Popularity, Recommender, make_model
+from cerp_core.schema import STRICT, parse
 from cerp_core.train import PruneResult, TrainConfig, TrainResult, prune, retrain, train
 
 PROTOCOLS = ("validation", "paper")
@@ -65,7 +74,8 @@ class ExperimentConfig:
         method: A name of :func:`cerp_core.embeddings.make_embedding`.
         budgets: Fractions of the full table's parameters; one pruning run serves them all.
         dim: Width ``d`` of the full table.
-        protocol: ``"validation"`` or ``"paper"`` (see the module docstring).
+        protocol: ``"validation"`` or ``"paper"`` (see the module docstring); a paper
+            configuration comes from :func:`paper_protocol`.
         seed: Seeds data splits, initialisation and sampling.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         data_root: Root of the real data sets (default ``$CERP_DATA_DIR``).
@@ -80,8 +90,8 @@ class ExperimentConfig:
 
     dataset: str = "synthetic"
     backbone: str = "mf"
-    method: str = "full"
-    budgets: tuple[float, ...] = (1.0,)
+    method: str = "cerp"
+    budgets: tuple[float, ...] = (0.1,)
     dim: int = 64
     protocol: str = "validation"
     seed: int = 0
@@ -95,18 +105,27 @@ class ExperimentConfig:
     ks: tuple[int, ...] = DEFAULT_KS
     eval_batch_size: int = 1024
 
+    __pydantic_config__ = STRICT
+
     def __post_init__(self) -> None:
+        self.budgets = check_budgets(self.budgets)
+        self.ks = tuple(self.ks)
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
-        self.budgets = tuple(float(b) for b in self.budgets)
-        if not self.budgets or any(not 0.0 < b <= 1.0 for b in self.budgets):
-            raise ValueError(f"every budget must be in (0, 1], got {self.budgets}")
-        if len(set(self.budgets)) < len(self.budgets):
-            raise ValueError(f"budgets must be distinct, got {self.budgets}")
-        if self.protocol == "paper":
-            self.valid_fraction = 0.0
-            self.train = dataclasses.replace(self.train, **PAPER_TRAINING)
-        self.ks = tuple(self.ks)
+        if self.protocol == "paper" and self.valid_fraction != 0.0:
+            raise ValueError(
+                "protocol 'paper' selects on the test set and keeps no validation split; build "
+                "the configuration with paper_protocol(config)"
+            )
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be in [0, 2**63), got {self.seed}")
+        for name in ("dim", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.ks or any(k < 1 for k in self.ks):
+            raise ValueError(f"ks: every cut-off must be >= 1, got {list(self.ks)}")
+        if not 0.0 <= self.valid_fraction < 1.0:
+            raise ValueError(f"valid_fraction must be in [0, 1), got {self.valid_fraction}")
         resolve_device(self.device)  # a missing GPU fails here, before any run starts
         self._check_names_and_options()
         name, _, cutoff = self.train.selection_metric.partition("@")
@@ -117,12 +136,16 @@ class ExperimentConfig:
             )
 
     def _check_names_and_options(self) -> None:
-        """Unknown methods, backbones and option names fail here, before any run starts."""
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose from {list(METHODS)}")
+        """Unknown names and option names fail here, before any run starts."""
+        if self.dataset not in DATASET_NAMES and not Path(self.dataset).is_dir():
+            raise ValueError(
+                f"dataset {self.dataset!r} is neither a known data set {list(DATASET_NAMES)} "
+                "nor a folder"
+            )
+        method = get_method(self.method)
         if self.backbone not in MODELS:
             raise ValueError(f"unknown backbone {self.backbone!r}; choose from {list(MODELS)}")
-        METHODS[self.method].check_options(self.embedding_options)
+        method.check_options(self.embedding_options)
         accepted = set(inspect.signature(MODELS[self.backbone]).parameters)
         accepted -= {"embedding", "num_users", "num_items", "train"}
         unknown = sorted(set(self.model_options) - accepted)
@@ -144,6 +167,29 @@ class ExperimentConfig:
                     f"the synthetic data set does not take the option(s) {unknown}; it "
                     f"accepts {sorted(accepted)}"
                 )
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> ExperimentConfig:
+        """A checked configuration from a mapping (YAML, JSON); errors name the key's path."""
+        return parse(cls, values)
+
+
+def paper_protocol(config: ExperimentConfig) -> ExperimentConfig:
+    """``config`` under the authors' protocol: no validation split, selection on test, and
+    their training settings (:data:`PAPER_TRAINING`) over ``config.train``'s."""
+    return dataclasses.replace(
+        config,
+        protocol="paper",
+        valid_fraction=0.0,
+        train=dataclasses.replace(config.train, **PAPER_TRAINING),
+    )
+
+
+def with_protocol(config: ExperimentConfig, protocol: str) -> ExperimentConfig:
+    """``config`` under ``protocol``: itself for ``"validation"``, see :func:`paper_protocol`."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    return paper_protocol(config) if protocol == "paper" else config
 
 
 @dataclass
@@ -230,55 +276,67 @@ def run_experiment(
             **config.data_options,
         )
     git_commit()  # the code of this process, before anything can change it
-    selection_split = data.test if config.protocol == "paper" else data.valid
-    validate = functools.partial(
-        evaluate,
-        train=data.train,
-        test=selection_split,
-        ks=config.ks,
-        batch_size=config.eval_batch_size,
-    )
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
-
-    def path(name: str) -> Path | None:
-        return folder / f"{name}.pt" if folder is not None else None
-
-    records: list[dict[str, Any]] = []
-    trainings: list[TrainResult] = []
-    pruning: PruneResult | None = None
     method = METHODS[config.method]
     if method.build is None:  # a ranking that learns nothing: evaluated once, as it is
         ranker = Popularity(data.train).to(resolve_device(config.device))
-        result = TrainResult(
-            pd.DataFrame(), 0, validate(ranker) if selection_split.nnz else {}, 0.0
-        )
-        records.append(_record(config, ranker, data, method.fixed_budget, result, "none", 0.0))
-        return ExperimentResult(records, ranker, data, [result])
+        selection = selection_split(config, data)
+        metrics = _validator(config, data)(ranker) if selection.nnz else {}
+        result = TrainResult(pd.DataFrame(), 0, metrics, 0.0)
+        record = _record(config, ranker, data, method.fixed_budget, result, "none", 0.0)
+        return ExperimentResult([record], ranker, data, [result])
     model = build_model(config, data)
     if method.prunable:
-        pruning = prune(model, data, config.train, checkpoint=path("prune"))
-        for budget, snapshot in zip(
-            sorted(config.budgets, reverse=True), pruning.snapshots, strict=True
-        ):
-            result = retrain(
-                model,
-                pruning,
-                snapshot,
-                data,
-                config.train,
-                validate,
-                checkpoint=path(f"retrain-{snapshot.target}"),
-            )
-            trainings.append(result)
-            records.append(
-                _record(config, model, data, budget, result, snapshot.source, pruning.seconds)
-            )
-    else:
-        result = train(model, data, config.train, validate, checkpoint=path("train"))
+        checkpoint = folder / "prune.pt" if folder is not None else None
+        pruning = prune(model, data, config.train, checkpoint=checkpoint)
+        return retrain_snapshots(config, model, data, pruning, folder)
+    checkpoint = folder / "train.pt" if folder is not None else None
+    result = train(model, data, config.train, _validator(config, data), checkpoint=checkpoint)
+    budget = config.budgets[0] if method.fixed_budget is None else method.fixed_budget
+    record = _record(config, model, data, budget, result, "none", 0.0)
+    return ExperimentResult([record], model, data, [result])
+
+
+def retrain_snapshots(
+    config: ExperimentConfig,
+    model: Recommender,
+    data: Interactions,
+    pruning: PruneResult,
+    checkpoint_dir: str | Path | None = None,
+) -> ExperimentResult:
+    """Stage 2 of a pruning method: every snapshot of ``pruning`` (one per budget, largest
+    first) rewound, retrained with its mask fixed, selected on validation, tested once."""
+    validate = _validator(config, data)
+    records, trainings = [], []
+    for budget, snapshot in zip(sorted(config.budgets, reverse=True), pruning.snapshots,
+                                strict=True):  # fmt: skip
+        checkpoint = (
+            Path(checkpoint_dir) / f"retrain-{snapshot.target}.pt" if checkpoint_dir else None
+        )
+        result = retrain(
+            model, pruning, snapshot, data, config.train, validate, checkpoint=checkpoint
+        )
         trainings.append(result)
-        budget = config.budgets[0] if method.fixed_budget is None else method.fixed_budget
-        records.append(_record(config, model, data, budget, result, "none", 0.0))
+        records.append(
+            _record(config, model, data, budget, result, snapshot.source, pruning.seconds)
+        )
     return ExperimentResult(records, model, data, trainings, pruning)
+
+
+def selection_split(config: ExperimentConfig, data: Interactions) -> sp.csr_matrix:
+    """The split that selects epochs: validation, or test under the paper protocol."""
+    return data.test if config.protocol == "paper" else data.valid
+
+
+def _validator(config: ExperimentConfig, data: Interactions) -> Callable[..., dict[str, float]]:
+    """Metrics of a model on :func:`selection_split`, as the training loops call it."""
+    return functools.partial(
+        evaluate,
+        train=data.train,
+        test=selection_split(config, data),
+        ks=config.ks,
+        batch_size=config.eval_batch_size,
+    )
 
 
 def _record(

@@ -27,6 +27,7 @@ from cerp_core.data import Interactions
 from cerp_core.embeddings import PrunableEmbedding
 from cerp_core.io import load_checkpoint, save_torch_atomic
 from cerp_core.models import Recommender
+from cerp_core.schema import STRICT
 
 Validate = Callable[[Recommender], dict[str, float]]
 
@@ -77,6 +78,8 @@ class TrainConfig:
     seed: int = 0
     progress: bool = True
 
+    __pydantic_config__ = STRICT
+
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "num_negatives", "eval_every", "patience"):
             if getattr(self, name) < 1:
@@ -85,6 +88,9 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise ValueError(f"TrainConfig.{name} must be a finite number > 0, got {value}")
+        for name in ("weight_decay", "threshold_weight_decay", "l2"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass

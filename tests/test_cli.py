@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cerp_core.cli import main
+from cerp_core.cli import build_parser, experiment_config, main
+from cerp_core.experiment import ExperimentConfig, paper_protocol
 
 REQUIRED = {
     "dataset", "backbone", "method", "budget", "num_params", "full_params", "memory_bytes",
@@ -71,6 +72,13 @@ def test_another_configuration_never_overwrites_a_result(tmp_path: Path, capsys)
     assert "is a file, not a folder" in capsys.readouterr().err
 
 
+def test_train_defaults_are_the_dataclass_defaults() -> None:
+    args = build_parser().parse_args(["train", "--out", "x"])
+    assert experiment_config(args) == ExperimentConfig()
+    paper = build_parser().parse_args(["train", "--out", "x", "--protocol", "paper"])
+    assert experiment_config(paper) == paper_protocol(ExperimentConfig())
+
+
 def test_train_help_shows_the_dataclass_defaults(capsys) -> None:
     from cerp_core.train import TrainConfig
 
@@ -88,10 +96,13 @@ def test_train_help_shows_the_dataclass_defaults(capsys) -> None:
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["--budget", "0"], "budget must be in (0, 1]"),
-        (["--budget", "1.5"], "budget must be in (0, 1]"),
+        (["--budget", "0"], "error: every budget must be a number in (0, 1], got (0.0,)"),
+        (["--budget", "1.5"], "error: every budget must be a number in (0, 1], got (1.5,)"),
+        (["--budget", "0.1", "0.1"], "error: budgets must be distinct, got (0.1, 0.1)"),
+        (["--seed", "-1"], "error: seed must be in [0, 2**63), got -1"),
+        (["--epochs", "0"], "error: TrainConfig.epochs must be >= 1, got 0"),
         (["--method", "nope"], "invalid choice: 'nope'"),
-        (["--dataset", "no-such-data"], "error: 'no-such-data' is neither a known data set"),
+        (["--dataset", "no-such-data"], "error: dataset 'no-such-data' is neither"),
         (["--method", "qr", "--budget", "0.001"], "error: qr cannot fit N=5000 ids x d=64"),
         (["--lr", "nan"], "error: TrainConfig.lr must be a finite number > 0, got nan"),
         (["--device", "cuda:99"], "error: device 'cuda:99': this machine has"),

@@ -7,7 +7,8 @@ import math
 import pytest
 
 from cerp_core.data import load_dataset
-from cerp_core.experiment import ExperimentConfig, build_model
+from cerp_core.experiment import PAPER_TRAINING, ExperimentConfig, build_model, paper_protocol
+from cerp_core.schema import ConfigError
 from cerp_core.train import TrainConfig
 
 
@@ -15,15 +16,38 @@ from cerp_core.train import TrainConfig
     ("settings", "message"),
     [
         ({"budgets": (0.1, 0.1), "method": "pep"}, r"budgets must be distinct, got \(0.1, 0.1\)"),
-        ({"budgets": (0.0,), "method": "pep"}, r"every budget must be in \(0, 1\]"),
+        ({"budgets": (0.0,), "method": "pep"}, r"every budget must be a number in \(0, 1\]"),
         ({"ks": (10, 50)}, "selection_metric 'ndcg@20' must be recall@k or ndcg@k with k in ks"),
-        ({"protocol": "paper", "ks": (20,)}, "selection_metric 'ndcg@5'"),  # the paper's metric
+        ({"protocol": "paper"}, r"keeps no validation split; build .* with paper_protocol"),
         ({"protocol": "papers"}, "protocol must be one of"),
+        ({"seed": -1}, r"seed must be in \[0, 2\*\*63\)"),
+        ({"valid_fraction": 1.0}, r"valid_fraction must be in \[0, 1\)"),
+        ({"dataset": "nowhere"}, "dataset 'nowhere' is neither a known data set"),
     ],
 )
 def test_bad_settings_are_refused(settings: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ExperimentConfig(**settings)
+
+
+def test_paper_protocol_is_a_new_config_with_the_authors_settings() -> None:
+    mine = ExperimentConfig(train=TrainConfig(epochs=3, lr=0.05))
+    paper = paper_protocol(mine)
+    assert mine.protocol == "validation" and mine.train.lr == 0.05  # left as it was
+    assert paper.protocol == "paper" and paper.valid_fraction == 0.0
+    assert paper.train.lr == PAPER_TRAINING["lr"] and paper.train.batch_size == 10
+    assert paper.train.epochs == 3  # what the protocol does not name is kept
+    with pytest.raises(ValueError, match="selection_metric 'ndcg@5'"):  # the paper's metric
+        paper_protocol(ExperimentConfig(ks=(20,)))
+
+
+def test_from_dict_names_the_key_and_the_accepted_ones() -> None:
+    with pytest.raises(ConfigError, match=r"^train.lrr: unknown key; known: \['epochs',"):
+        ExperimentConfig.from_dict({"train": {"lrr": 0.1}})
+    with pytest.raises(ConfigError, match=r"^dim: input should be a valid integer \(got True\)"):
+        ExperimentConfig.from_dict({"dim": True})
+    config = ExperimentConfig.from_dict({"budgets": [0.1, 0.05], "train": {"lr": 1}})
+    assert config == ExperimentConfig(budgets=(0.1, 0.05), train=TrainConfig(lr=1.0))
 
 
 @pytest.mark.parametrize("name", ["lr", "threshold_lr"])

@@ -97,6 +97,19 @@ magnitude pruning): the larger tables need more pruning steps.
 """
 
 
+def check_budgets(budgets: Any) -> tuple[float, ...]:
+    """``budgets`` as a tuple of floats, checked: a non-empty sequence of distinct numbers in
+    ``(0, 1]``. The one budget check of the suite (tables, configurations, the CLI)."""
+    if isinstance(budgets, (str, bytes)) or not isinstance(budgets, Sequence):
+        budgets = ()
+    numbers = all(isinstance(b, Real) and not isinstance(b, bool) for b in budgets)
+    if not budgets or not numbers or not all(0 < b <= 1 for b in budgets):
+        raise ValueError(f"every budget must be a number in (0, 1], got {budgets!r}")
+    if len(set(budgets)) < len(budgets):
+        raise ValueError(f"budgets must be distinct, got {tuple(budgets)}")
+    return tuple(float(b) for b in budgets)
+
+
 def max_parameters(budget: float, num_entities: int, dim: int) -> int:
     """``floor(budget * N * d)``, with ``budget`` read as the decimal it prints as (so that
     ``0.29 * 100`` is 29, not 28)."""
@@ -269,17 +282,7 @@ class Method:
     ) -> CompactEmbedding:
         if self.build is None:
             raise ValueError(f"method {self.name!r} stores no embedding table")
-        if isinstance(budget, Real):
-            budgets = (budget,)
-        elif isinstance(budget, Sequence) and not isinstance(budget, str):
-            budgets = tuple(budget)
-        else:
-            budgets = ()
-        numbers = all(isinstance(b, Real) and not isinstance(b, bool) for b in budgets)
-        if not budgets or not numbers or not all(0 < b <= 1 for b in budgets):
-            raise ValueError(
-                f"budget must be a number in (0, 1] or a sequence of them, got {budget!r}"
-            )
+        budgets = check_budgets((budget,) if isinstance(budget, Real) else budget)
         if len(budgets) > 1 and not self.prunable:
             raise ValueError(f"{self.name} builds one table per budget; got {len(budgets)} budgets")
         table = self.build(num_entities, dim, tuple(float(b) for b in budgets), dict(overrides))
@@ -405,7 +408,13 @@ def make_embedding(
     ``row_factors``/``dim_factors`` (TT) steer the solver. Impossible sizes raise
     :class:`ValueError` naming the smallest feasible budget.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {list(METHODS)}")
-    METHODS[method].check_options(overrides)
-    return METHODS[method](num_entities, dim, budget, **overrides)
+    entry = get_method(method)
+    entry.check_options(overrides)
+    return entry(num_entities, dim, budget, **overrides)
+
+
+def get_method(name: str) -> Method:
+    """The registry's entry ``name``; an unknown name raises ``ValueError`` listing the known."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose from {list(METHODS)}")
+    return METHODS[name]

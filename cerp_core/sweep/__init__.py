@@ -36,7 +36,6 @@ from cerp_core.sweep.config import (
     SweepConfig,
     SweepConfigError,
     SweepRun,
-    YamlLoader,
     choose,
     row_key,
     run_key,
@@ -195,26 +194,9 @@ def stored_choices(config: SweepConfig, folder: str | Path) -> dict[tuple[str, s
     return choose(config, ResultStore(Path(folder) / TUNING_FOLDER).table())
 
 
-def sweep_main(
-    config_path: Path, out: Path, backend: str, address: str | None, workers: int
-) -> pd.DataFrame:
-    """``python -m cerp_core sweep``: run the YAML sweep, print its summary, return its rows."""
-    config = SweepConfig.from_yaml(config_path)
-    result = run_sweep(config, out, backend=backend, workers=workers, address=address)
-    print(result.summary())
-    if result.failed:
-        raise SweepFailedError(
-            f"{len(result.failed)} of {len(result.done) + len(result.failed)} runs failed "
-            f"(listed above; details in {result.store.failures_dir}); rerun the same command "
-            "to retry them"
-        )
-    return result.results
-
-
 __all__ = [
     "BACKENDS",
     "FULL_BUDGET",
-    "YamlLoader",
     "ResultStore",
     "RunOutcome",
     "SweepConfig",
@@ -228,6 +210,5 @@ __all__ = [
     "run_sweep",
     "row_key",
     "stored_choices",
-    "sweep_main",
     "choose",
 ]

@@ -7,20 +7,17 @@ import hashlib
 import itertools
 import json
 import math
-import re
-import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any
 
 import pandas as pd
 import yaml
 
-from cerp_core.data import DATASET_NAMES
-from cerp_core.embeddings import METHODS
-from cerp_core.experiment import DEFAULT_KS, PROTOCOLS, ExperimentConfig
-from cerp_core.models import MODELS
+from cerp_core.embeddings import METHODS, check_budgets, get_method
+from cerp_core.experiment import PROTOCOLS, ExperimentConfig, with_protocol
+from cerp_core.schema import STRICT, ConfigError, YamlLoader, field_names, parse
 from cerp_core.train import TrainConfig
 
 FULL_BUDGET = 1.0
@@ -34,77 +31,21 @@ Choice = dict[str, Any]
 TUNE_SECTIONS = ("train", "embedding", "model")
 
 
-class SweepConfigError(ValueError):
+class SweepConfigError(ConfigError):
     """A sweep configuration that cannot run; the message names the field (and the file)."""
 
 
-class YamlLoader(yaml.SafeLoader):
-    """Safe loader that also reads ``1e-3`` as a float (YAML 1.1 only accepts ``1.0e-3``) and
-    refuses a key given twice in one mapping (plain YAML silently keeps the last)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} given twice", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-YamlLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
-def _describe(kind: Any) -> str:
-    """A type annotation in words, for error messages."""
-    origin, args = get_origin(kind), get_args(kind)
-    if origin in (Union, types.UnionType):
-        return " or ".join(_describe(arg) for arg in args)
-    if origin is tuple:
-        return f"a non-empty list of {_describe(args[0])}"
-    if origin is dict:
-        return f"a mapping of {_describe(args[0])} to {_describe(args[1])}"
-    return {type(None): "null", Any: "anything"}.get(kind, getattr(kind, "__name__", str(kind)))
-
-
-def _coerce(value: Any, kind: Any, name: str) -> Any:
-    """``value`` checked against the annotation ``kind``; lists become tuples, ints floats.
-
-    Supports what sweep and training settings use: ``int``, ``float``, ``bool``, ``str``,
-    ``X | None``, ``tuple[X, ...]`` (non-empty), ``dict[K, V]`` and ``Any``.
-    """
-    origin, args = get_origin(kind), get_args(kind)
-    if kind is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [arg for arg in args if arg is not type(None)]
-        return _coerce(value, inner, name)
-    if origin is tuple and isinstance(value, (list, tuple)) and value:
-        return tuple(_coerce(item, args[0], f"{name}[{i}]") for i, item in enumerate(value))
-    if origin is dict and isinstance(value, Mapping):
-        return {
-            _coerce(key, args[0], name): _coerce(item, args[1], f"{name}.{key}")
-            for key, item in value.items()
-        }
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if (
-        isinstance(kind, type)
-        and isinstance(value, kind)
-        and (kind is bool or not isinstance(value, bool))
-    ):
-        return value
-    raise SweepConfigError(
-        f"{name}: expected {_describe(kind)}, got {type(value).__name__} {value!r}"
-    )
+AXES = {"datasets": "dataset", "backbones": "backbone", "methods": "method", "seeds": "seed"}
+"""The sweep's axes and the :class:`ExperimentConfig` field each one sets (budgets aside: a
+pruning method takes all of them in one run)."""
+PER_AXIS_OPTIONS = {
+    "data_options": "datasets",
+    "embedding_options": "methods",
+    "model_options": "backbones",
+}
+"""Options given per value of an axis: per data set, per method, per backbone."""
+SET_PER_RUN = {*AXES.values(), "budgets", *PER_AXIS_OPTIONS}
+"""Fields of :class:`ExperimentConfig` that each run sets; the others come from ``base``."""
 
 
 def _check_unique(values: tuple[Any, ...], name: str) -> None:
@@ -113,12 +54,27 @@ def _check_unique(values: tuple[Any, ...], name: str) -> None:
         raise SweepConfigError(f"{name}: {repeated} listed more than once")
 
 
+def _check_methods(methods: tuple[str, ...]) -> None:
+    for method in methods:
+        get_method(method)
+
+
+def _sweep_base() -> ExperimentConfig:
+    """The default base: the library's defaults, without per-run progress bars (the sweep
+    shows its own)."""
+    return ExperimentConfig(train=TrainConfig(progress=False))
+
+
 @dataclass
 class SweepConfig:
-    """A grid of experiments and the settings all of them share.
+    """A grid of experiments: a base :class:`ExperimentConfig`, axes, per-axis options.
 
-    Every field is checked on construction (types, names, ranges); a bad one raises
-    :class:`SweepConfigError` naming it. Lists may be given for tuples.
+    Each run is ``base`` with the run's data set, backbone, method, budgets and seed (also
+    ``base.train.seed``), the options of its data set, method and backbone, and its tuned
+    values, applied with :func:`dataclasses.replace`; those fields of ``base`` are not read.
+    Every run's configuration is built, and so checked, on construction; a bad field raises
+    :class:`SweepConfigError` naming it. In YAML (:meth:`from_dict`) the fields of ``base``
+    sit at the top level beside the axes.
 
     Args:
         datasets: Names of :func:`cerp_core.data.load_dataset` or folders.
@@ -128,21 +84,13 @@ class SweepConfig:
             ``full`` runs once at 1.0 whatever the budgets, and no other method runs at 1.0
             (listing 1.0 therefore needs ``full`` among the methods).
         seeds: One run per seed; the seed drives data splits, initialisation and sampling.
-        dim: Width ``d`` of the full table.
-        protocol: ``"validation"`` or ``"paper"`` (see :mod:`cerp_core.experiment`).
-        device: ``"cpu"``, ``"cuda"``, ... for every run.
-        data_root: Root of the real data sets (``None``: ``$CERP_DATA_DIR``).
-        valid_fraction: Share of each user's training items held out for validation.
-        train: Fields of :class:`~cerp_core.train.TrainConfig` (not ``seed``, which comes from
-            ``seeds``); ``progress`` defaults to off, the sweep has its own progress bar.
+        base: Every other setting of a run (dimension, protocol, device, training, ...).
         data_options: Per data set, extra arguments of ``load_dataset``
             (``{"synthetic": {"num_users": 500}}``).
         embedding_options: Per method, extra arguments of ``make_embedding``
             (``{"cerp": {"threshold_init": -15.0}}``).
         model_options: Per backbone, extra arguments of the model (``{"lightgcn":
             {"num_layers": 3}}``).
-        ks: Cut-offs of Recall@k and NDCG@k.
-        eval_batch_size: Users scored at once by the evaluator.
         tune: Per method, grid axes searched before the sweep (``{"cerp":
             {"embedding.regularizer_weight": [1, 10]}, "full": {"train.lr": [5e-3, 2e-2]}}``;
             paths ``train.<field>``, ``embedding.<option>``, ``model.<option>``). Every
@@ -159,91 +107,38 @@ class SweepConfig:
     methods: tuple[str, ...] = ("full",)
     budgets: tuple[float, ...] = (0.1,)
     seeds: tuple[int, ...] = (0,)
-    dim: int = 64
-    protocol: str = "validation"
-    device: str = "cpu"
-    data_root: str | None = None
-    valid_fraction: float = 0.1
-    train: dict[str, Any] = field(default_factory=dict)
+    base: ExperimentConfig = field(default_factory=_sweep_base)
     data_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     embedding_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     model_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    ks: tuple[int, ...] = DEFAULT_KS
-    eval_batch_size: int = 1024
     tune: dict[str, dict[str, tuple[Any, ...]]] = field(default_factory=dict)
     tune_budget: float | None = None
     prune_each_budget: bool = False
 
+    __pydantic_config__ = STRICT
+
     def __post_init__(self) -> None:
-        for name, kind in get_type_hints(SweepConfig).items():
-            setattr(self, name, _coerce(getattr(self, name), kind, name))
-        for name in ("datasets", "backbones", "methods", "budgets", "seeds", "ks"):
+        for name in (*AXES, "budgets"):
+            setattr(self, name, tuple(getattr(self, name)))
+            if not getattr(self, name):
+                raise SweepConfigError(f"{name}: needs at least one value")
             _check_unique(getattr(self, name), name)
-        self._check_names()
-        self._check_ranges()
-        self.train = self._checked_train()
-        for name, grid in (
-            ("data_options", self.datasets),
-            ("embedding_options", self.methods),
-            ("model_options", self.backbones),
-        ):
-            unused = sorted(set(getattr(self, name)) - set(grid))
-            if unused:
-                raise SweepConfigError(f"{name}: {unused} not in the sweep's {list(grid)}")
-        real = sorted(set(self.data_options) - {"synthetic"})
-        if real:
-            raise SweepConfigError(f"data_options: only 'synthetic' takes options, not {real}")
-        self._check_tuning()
-        self.tuning_runs()  # checks every run's configuration now, not when the run starts
-        self.runs({})
-
-    def _check_names(self) -> None:
-        for name, known in (("backbones", MODELS), ("methods", METHODS)):
-            unknown = [v for v in getattr(self, name) if v not in known]
-            if unknown:
-                raise SweepConfigError(f"{name}: unknown {unknown}; choose from {sorted(known)}")
-        for dataset in self.datasets:
-            if dataset not in DATASET_NAMES and not Path(dataset).is_dir():
-                raise SweepConfigError(
-                    f"datasets: {dataset!r} is neither a known data set {list(DATASET_NAMES)} "
-                    "nor a folder"
-                )
-        if self.protocol not in PROTOCOLS:
-            raise SweepConfigError(f"protocol: must be one of {PROTOCOLS}, got {self.protocol!r}")
-
-    def _check_ranges(self) -> None:
-        outside = [b for b in self.budgets if not 0.0 < b <= FULL_BUDGET]
-        if outside:
-            raise SweepConfigError(f"budgets: {outside} outside (0, 1]")
+        for name, check in (("budgets", check_budgets), ("methods", _check_methods)):
+            try:
+                check(getattr(self, name))
+            except ValueError as error:
+                raise SweepConfigError(f"{name}: {error}") from None
         if FULL_BUDGET in self.budgets and "full" not in self.methods:
             raise SweepConfigError(
                 "budgets: 1.0 is the full model's budget; add 'full' to methods or remove 1.0"
             )
-        for name in ("dim", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise SweepConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if any(k < 1 for k in self.ks):
-            raise SweepConfigError(f"ks: every cut-off must be >= 1, got {list(self.ks)}")
-        if not 0.0 <= self.valid_fraction < 1.0:
-            raise SweepConfigError(f"valid_fraction: must be in [0, 1), got {self.valid_fraction}")
-
-    def _checked_train(self) -> dict[str, Any]:
-        """``train`` with checked types; a :class:`TrainConfig` is built once to check values."""
-        hints = get_type_hints(TrainConfig)
-        checked: dict[str, Any] = {"progress": False}
-        for name, value in self.train.items():
-            if name == "seed":
-                raise SweepConfigError("train.seed: set by the sweep's seeds, not here")
-            if name not in hints:
-                raise SweepConfigError(
-                    f"train.{name}: unknown field; known: {sorted(set(hints) - {'seed'})}"
-                )
-            checked[name] = _coerce(value, hints[name], f"train.{name}")
-        try:
-            TrainConfig(**checked)
-        except ValueError as error:
-            raise SweepConfigError(f"train: {error}") from None
-        return checked
+        for name, axis in PER_AXIS_OPTIONS.items():
+            unused = sorted(set(getattr(self, name)) - set(getattr(self, axis)))
+            if unused:
+                raise SweepConfigError(f"{name}: {unused} not in the sweep's {axis}")
+        self._check_tuning()
+        self.tuning_runs()  # checks every run's configuration now, not when the run starts
+        self.runs({})
 
     def _check_tuning(self) -> None:
         """Every trained method gets a grid of the same size, searched at one budget."""
@@ -259,21 +154,26 @@ class SweepConfig:
                 f"tune: every trained method of the sweep needs a grid, and only those "
                 f"(missing {missing}, not trained or not in methods {extra})"
             )
-        sizes = {method: math.prod(len(v) for v in grid.values()) for method, grid in
+        sizes = {m: math.prod(len(values) for values in grid.values()) for m, grid in
                  self.tune.items()}  # fmt: skip
         if len(set(sizes.values())) > 1:
             raise SweepConfigError(
                 f"tune: every method must get the same number of grid points (fair tuning), got "
                 f"{sizes}"
             )
+        tunable = set(field_names(TrainConfig)) - {"seed", "progress"}
         for method, grid in self.tune.items():
             for path, values in grid.items():
-                _check_unique(values, f"tune.{method}.{path}")
+                _check_unique(tuple(values), f"tune.{method}.{path}")
                 section, _, name = path.partition(".")
                 if section not in TUNE_SECTIONS or not name:
                     raise SweepConfigError(
                         f"tune.{method}.{path}: expected train.<field>, embedding.<option> or "
                         "model.<option>"
+                    )
+                if section == "train" and name not in tunable:
+                    raise SweepConfigError(
+                        f"tune.{method}.{path}: unknown field; known: {sorted(tunable)}"
                     )
         if self.tune_budget is None or self.tune_budget not in self.budgets:
             raise SweepConfigError(
@@ -302,14 +202,31 @@ class SweepConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> SweepConfig:
-        """A checked configuration from a mapping of field names (unknown names rejected)."""
+        """A checked configuration from the flat YAML layout: the sweep's own fields and, beside
+        them, the fields of ``base`` (``dim``, ``protocol``, ``train``, ...); unknown keys are
+        refused. ``train.progress`` defaults to off and ``train.seed`` comes from ``seeds``."""
         if not isinstance(values, Mapping):
             raise SweepConfigError(f"expected a mapping of fields, got {type(values).__name__}")
-        known = [f.name for f in dataclasses.fields(cls)]
-        for name in values:
-            if name not in known:
-                raise SweepConfigError(f"{name}: unknown field; known: {known}")
-        return cls(**values)
+        own = set(field_names(cls)) - {"base"}
+        shared = [name for name in field_names(ExperimentConfig) if name not in SET_PER_RUN]
+        unknown = [name for name in values if name not in own | set(shared)]
+        if unknown:
+            raise SweepConfigError(f"{unknown[0]}: unknown field; known: {[*sorted(own), *shared]}")
+        base = {name: values[name] for name in shared if name in values}
+        train = base.get("train", {})
+        if isinstance(train, Mapping) and "seed" in train:
+            raise SweepConfigError("train.seed: set by the sweep's seeds, not here")
+        base["train"] = {"progress": False, **train} if isinstance(train, Mapping) else train
+        protocol = base.pop("protocol", "validation")
+        if protocol not in PROTOCOLS:
+            raise SweepConfigError(f"protocol: must be one of {PROTOCOLS}, got {protocol!r}")
+        try:
+            shared_config = with_protocol(parse(ExperimentConfig, base), protocol)
+            sweep = {name: values[name] for name in own if name in values}
+            sweep["base"] = dataclasses.asdict(shared_config)
+            return parse(cls, sweep, hide="base")
+        except ConfigError as error:
+            raise SweepConfigError(str(error)) from None
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SweepConfig:
@@ -353,35 +270,26 @@ class SweepConfig:
         """The configuration of one run of the grid, with the tuned values of ``choice``
         (``{"train.lr": 0.01, "embedding.bucket_factor": 4}``) applied."""
         choice = choice or {}
-        train = {**self.train, "seed": seed}
-        options = {
+        train: dict[str, Any] = {"seed": seed}
+        options: dict[str, dict[str, Any]] = {
             "embedding": dict(self.embedding_options.get(method, {})),
             "model": dict(self.model_options.get(backbone, {})),
         }
         for path, value in choice.items():
             section, _, name = path.partition(".")
-            if section == "train":
-                train[name] = value
-            else:
-                options[section][name] = value
+            (train if section == "train" else options[section])[name] = value
         try:
-            return ExperimentConfig(
+            return dataclasses.replace(
+                self.base,
                 dataset=dataset,
                 backbone=backbone,
                 method=method,
                 budgets=budgets,
-                dim=self.dim,
-                protocol=self.protocol,
                 seed=seed,
-                device=self.device,
-                data_root=self.data_root,
-                valid_fraction=self.valid_fraction,
-                train=TrainConfig(**train),
+                train=dataclasses.replace(self.base.train, **train),
                 embedding_options=options["embedding"],
                 model_options=options["model"],
                 data_options=dict(self.data_options.get(dataset, {})),
-                ks=self.ks,
-                eval_batch_size=self.eval_batch_size,
             )
         except (ValueError, TypeError) as error:
             where = f" with {choice}" if choice else ""
@@ -426,7 +334,7 @@ def choose(config: SweepConfig, tuning: pd.DataFrame) -> dict[tuple[str, str, st
     ``valid_<train.selection_metric>``; ties go to the first grid point. Test metrics are never
     read.
     """
-    metric = "valid_" + TrainConfig(**config.train).selection_metric
+    metric = "valid_" + config.base.train.selection_metric
     by_key = {run.key: run for run in config.tuning_runs()}
     chosen: dict[tuple[str, str, str], Choice] = {}
     best: dict[tuple[str, str, str], float] = {}

@@ -1,0 +1,99 @@
+"""Reading settings from YAML and mappings into the suite's dataclasses, checked.
+
+The dataclasses (:class:`~cerp_core.train.TrainConfig`,
+:class:`~cerp_core.experiment.ExperimentConfig`, :class:`~cerp_core.sweep.SweepConfig`) are the
+schema; :func:`parse` validates a mapping against one of them with pydantic in strict JSON mode:
+a type that does not match (``"32"`` for an int, ``true`` for a float), an unknown key, a value
+its ``__post_init__`` refuses, each raises :class:`ConfigError` naming the key's path
+(``train.lr``). Lists become tuples and ints floats where the annotation says so; nothing else
+is converted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Mapping
+from typing import Any, TypeVar, get_type_hints
+
+import yaml
+from pydantic import TypeAdapter, ValidationError
+
+T = TypeVar("T")
+
+STRICT = {"extra": "forbid"}
+"""``__pydantic_config__`` of every schema dataclass: unknown keys are refused."""
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names the key (and the file)."""
+
+
+class YamlLoader(yaml.SafeLoader):
+    """Safe loader that also reads ``1e-3`` as a float (YAML 1.1 only accepts ``1.0e-3``) and
+    refuses a key given twice in one mapping (plain YAML silently keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def parse(cls: type[T], values: Mapping[str, Any], *, hide: str | None = None) -> T:
+    """``cls`` built from ``values``, every field checked; the first problem raises.
+
+    Args:
+        cls: A dataclass of the schema.
+        values: Field names to values, as YAML or JSON give them (mappings, lists, scalars).
+        hide: A leading path element left out of messages (a field that the flat YAML layout
+            does not show, such as a sweep's ``base``).
+    """
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"expected a mapping of fields, got {type(values).__name__}")
+    try:
+        text = json.dumps(values, allow_nan=True)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"values must be numbers, strings, lists or mappings: {error}") from None
+    try:
+        return TypeAdapter(cls).validate_json(text, strict=True)
+    except ValidationError as error:
+        raise ConfigError(_describe(cls, error.errors()[0], hide)) from None
+
+
+def field_names(cls: type) -> list[str]:
+    """The fields of the dataclass ``cls``, in order."""
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _owner(cls: type, path: list[str]) -> type:
+    """The dataclass whose field is the last element of ``path``."""
+    for name in path[:-1]:
+        cls = get_type_hints(cls)[name]
+    return cls
+
+
+def _describe(cls: type, problem: Mapping[str, Any], hide: str | None) -> str:
+    """One line: ``path: what is wrong (got value)``."""
+    loc = [str(part) for part in problem["loc"]]
+    shown = ".".join(loc[1:] if loc and loc[0] == hide else loc)
+    if problem["type"] == "value_error":  # raised by a __post_init__: its own message
+        message = str(problem["ctx"]["error"])
+        return f"{shown}: {message}" if shown else message
+    if problem["type"] == "unexpected_keyword_argument":
+        known = field_names(_owner(cls, loc))
+        return f"{shown}: unknown key; known: {known}"
+    return f"{shown or 'value'}: {problem['msg'].lower()} (got {problem['input']!r})"
