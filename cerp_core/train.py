@@ -258,9 +258,10 @@ def _run_epoch(
     config: TrainConfig,
     epoch: int,
     prune_epoch: int | None = None,
-    on_step: Callable[[], bool] | None = None,
+    on_step: Callable[[float], bool] | None = None,
 ) -> dict[str, float]:
-    """One pass over the training pairs (until ``on_step`` returns True); returns mean losses.
+    """One pass over the training pairs (until ``on_step(bpr_loss)`` returns True); returns
+    mean losses.
 
     Raises on a non-finite loss.
     """
@@ -288,7 +289,7 @@ def _run_epoch(
         optimizer.step()
         totals += torch.stack([task.detach(), l2.detach(), prune.detach()])
         steps += 1
-        if on_step is not None and on_step():
+        if on_step is not None and on_step(float(task.detach())):
             break
     bpr, l2_mean, prune_mean = (totals / max(steps, 1)).tolist()
     if not np.isfinite([bpr, l2_mean, prune_mean]).all():
@@ -363,6 +364,27 @@ def train(
     return TrainResult(pd.DataFrame(rows), best_epoch, best["metrics"], seconds)
 
 
+LEARNT_WINDOW = 50
+"""Stage-1 steps whose mean BPR loss tells whether the model has learnt when a mask is taken."""
+LEARNT_MARGIN = 0.005
+"""A mean BPR loss within this share of chance (``k ln 2`` for ``k`` negatives) has learnt
+nothing: masks chosen then reflect the initialisation, not the data."""
+
+
+def check_learnt(losses: list[float], chance: float, when: str) -> None:
+    """Raise ``ValueError`` if the mean BPR loss of the last :data:`LEARNT_WINDOW` steps is
+    still within :data:`LEARNT_MARGIN` of chance: a snapshot taken now would keep a mask chosen
+    before the model learnt anything."""
+    recent = [loss for loss in losses[-LEARNT_WINDOW:] if math.isfinite(loss)]
+    if recent and sum(recent) / len(recent) >= (1 - LEARNT_MARGIN) * chance:
+        mean = sum(recent) / len(recent)
+        raise ValueError(
+            f"stage 1 has learnt nothing by {when}: the mean BPR loss of its last {len(recent)} "
+            f"steps is {mean:.4f}, chance is {chance:.4f}; the mask would be chosen before "
+            "training (lower threshold_lr or the regularizer weight, or train longer)"
+        )
+
+
 def prune(
     model: Recommender,
     data: Interactions,
@@ -386,6 +408,7 @@ def prune(
         snapshots: list[Snapshot] = []
         rows: list[dict[str, float]] = []
         steps: list[tuple[int, int, int]] = [(0, 0, embedding.num_nonzero())]
+        step_losses: list[float] = [math.nan]  # the BPR loss of each step (none before step 1)
         start_epoch, seconds = 0, 0.0
     else:
         initial, snapshots, rows, steps = (
@@ -394,7 +417,9 @@ def prune(
             state["rows"],
             state["steps"],
         )
+        step_losses = state.get("step_losses", [math.nan] * len(steps))  # checkpoints before losses
         start_epoch, seconds = state["epoch"] + 1, state["seconds"]
+    chance = float(bpr_loss(torch.zeros(1), torch.zeros(1, config.num_negatives)))
     pending = [t for t in embedding.targets if t not in {s.target for s in snapshots}]
     if state is None and pending and steps[0][2] <= pending[0]:
         raise ValueError(
@@ -403,11 +428,13 @@ def prune(
             "threshold_init or enlarge the table (bucket_factor)"
         )
 
-    def on_step(epoch: int) -> bool:
+    def on_step(epoch: int, loss: float) -> bool:
         """Record the non-zeros, snapshot reached targets; True once none is left."""
         nonzero = embedding.num_nonzero()
         steps.append((len(steps), epoch + 1, nonzero))
+        step_losses.append(loss)
         while pending and nonzero <= pending[0]:
+            check_learnt(step_losses, chance, f"step {len(steps) - 1} (target {pending[0]})")
             snapshots.append(
                 Snapshot(
                     pending.pop(0), embedding.current_masks(), nonzero, len(steps) - 1, "threshold"
@@ -421,7 +448,7 @@ def prune(
             break
         began = time.perf_counter()
         losses = _run_epoch(
-            model, optimizer, data, config, epoch, epoch, lambda e=epoch: on_step(e)
+            model, optimizer, data, config, epoch, epoch, lambda x, e=epoch: on_step(e, x)
         )
         seconds += time.perf_counter() - began
         nonzero = steps[-1][2]
@@ -435,9 +462,12 @@ def prune(
             snapshots=snapshots,
             rows=rows,
             steps=steps,
+            step_losses=step_losses,
             epoch=epoch,
             seconds=seconds,
         )
+    if pending:
+        check_learnt(step_losses, chance, f"the end of stage 1 (magnitude snapshots for {pending})")
     for target in pending:
         masks = embedding.magnitude_masks(target)
         count = int(sum(int(m.sum()) for m in masks.values()))
@@ -452,7 +482,7 @@ def prune(
     return PruneResult(
         snapshots,
         pd.DataFrame(rows),
-        pd.DataFrame(steps, columns=["step", "epoch", "num_nonzero"]),
+        pd.DataFrame(steps, columns=["step", "epoch", "num_nonzero"]).assign(bpr_loss=step_losses),
         seconds,
         initial,
     )

@@ -57,6 +57,10 @@ def test_a_duplicated_yaml_key_and_a_directory_are_refused(
         (["--seed", str(2**63)], "error: seed must be in [0, 2**63)"),
         (["--method", "cerp-noreg", "--budget", "0.00001"], "error: cerp-noreg cannot fit"),
         (["--lr", "1e30", "--method", "full", "--budget", "1.0"], "error: loss became non-finite"),
+        (
+            ["--method", "pep", "--budget", "0.5", "--threshold-lr", "5"],
+            "error: stage 1 has learnt nothing by step",
+        ),
     ],
 )
 def test_bad_values_name_what_is_wrong(

@@ -16,6 +16,7 @@ from cerp_core.models import make_model
 from cerp_core.train import (
     TrainConfig,
     bpr_loss,
+    check_learnt,
     prune,
     retrain,
     sample_negatives,
@@ -208,3 +209,31 @@ def test_stage_one_learns_with_the_suite_regularizer(data: Interactions, backbon
     history = pruned.history.set_index("epoch")
     assert history.loc[last_epoch, "bpr_loss"] < math.log(2) - 0.05
     assert (history["pruning_loss"] < 0).all()  # the regularizer was on throughout
+
+
+def test_a_snapshot_before_the_model_learnt_is_refused(data: Interactions) -> None:
+    """Thresholds that rise in a few steps reach the target while BPR is still at chance; the
+    mask would reflect the initialisation, so stage 1 stops with an error instead."""
+    model = fresh_model(data, "pep", 0.5)
+    with pytest.raises(ValueError, match=r"learnt nothing by step \d+ \(target \d+\).*chance is "
+                                         r"0\.6931"):  # fmt: skip
+        prune(model, data, quick(threshold_lr=5.0))
+
+
+def test_stage_one_records_the_bpr_loss_of_every_step(data: Interactions) -> None:
+    model = fresh_model(data, "pep", 0.5)
+    pruned = prune(model, data, quick(epochs=2))
+    steps = pruned.steps
+    assert math.isnan(steps["bpr_loss"].iloc[0])  # step 0 is the initialisation
+    assert steps["bpr_loss"].iloc[1] == pytest.approx(math.log(2), abs=0.01)
+    per_epoch = steps.iloc[1:].groupby("epoch")["bpr_loss"].mean()
+    assert per_epoch.to_numpy() == pytest.approx(pruned.history["bpr_loss"].to_numpy())
+    assert per_epoch.iloc[-1] < per_epoch.iloc[0]  # it learns while it prunes
+
+
+def test_check_learnt_reads_the_recent_mean_against_chance() -> None:
+    chance = math.log(2)
+    check_learnt([math.nan, 0.69, 0.60, 0.55], chance, "now")  # mean 0.613: learnt
+    with pytest.raises(ValueError, match="mean BPR loss of its last 3 steps is 0.6920"):
+        check_learnt([math.nan, 0.6931, 0.6920, 0.6909], chance, "now")
+    check_learnt([math.nan], chance, "now")  # nothing measured yet: no verdict
