@@ -38,9 +38,11 @@ import scipy.sparse as sp
 import torch
 
 import cerp_core
+from cerp_core.analysis import complementarity
 from cerp_core.data import DATASET_NAMES, Interactions, load_dataset, make_synthetic
 from cerp_core.embeddings import (
     METHODS,
+    CERPEmbedding,
     PrunableEmbedding,
     check_budgets,
     get_method,
@@ -359,12 +361,15 @@ def _record(
         exclude=data.valid if data.valid.nnz else None,
     )
     eval_seconds = time.perf_counter() - began
+    composition: dict[str, float] = {}
     if isinstance(model, Popularity):  # no embedding: the stored ranking is one score per item
         num_params, full_params = 0, data.num_entities * config.dim
         memory = MemoryReport.unpruned(data.num_items)
     else:
         num_params, full_params = model.embedding.num_parameters(), model.embedding.full_parameters
         memory = model.embedding.memory()
+        if isinstance(model.embedding, CERPEmbedding):
+            composition = {f"pq_{k}": v for k, v in complementarity(model.embedding).items()}
     return {
         "dataset": data.name,
         "backbone": config.backbone,
@@ -385,6 +390,7 @@ def _record(
         "best_epoch": result.best_epoch,
         "epochs": len(result.history),
         "snapshot_source": snapshot_source,
+        **composition,
         "prune_seconds": prune_seconds,
         "train_seconds": result.seconds,
         "eval_seconds": eval_seconds,

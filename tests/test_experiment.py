@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 
+from cerp_core.analysis import complementarity
 from cerp_core.data import load_dataset
-from cerp_core.experiment import PAPER_TRAINING, ExperimentConfig, build_model, paper_protocol
+from cerp_core.experiment import (
+    PAPER_TRAINING,
+    ExperimentConfig,
+    build_model,
+    paper_protocol,
+    run_experiment,
+)
 from cerp_core.schema import ConfigError
 from cerp_core.train import TrainConfig
 
@@ -69,3 +77,23 @@ def test_devices_other_than_cpu_and_cuda_are_refused(device: str) -> None:
     data = load_dataset("synthetic", num_users=20, num_items=30)
     with pytest.raises(ValueError, match=f"device '{device}': the suite runs on cpu and cuda"):
         build_model(ExperimentConfig(device=device, dim=4), data)
+
+
+def test_cerp_records_carry_the_complementarity_of_their_final_tables() -> None:
+    config = ExperimentConfig(
+        method="cerp",
+        budgets=(0.2, 0.1),
+        dim=16,
+        train=TrainConfig(epochs=3, batch_size=512, lr=0.03, progress=False),
+        data_options={"num_users": 300, "num_items": 400},
+    )
+    result = run_experiment(config)
+    last = result.records[-1]  # the model left in result.model is the last budget's
+    assert last["pq_exclusive"] == pytest.approx(
+        complementarity(result.model.embedding)["exclusive"]
+    )
+    for record in result.records:
+        shares = [record[f"pq_{k}"] for k in ("both_zero", "only_P", "only_Q", "both")]
+        assert sum(shares) == pytest.approx(1.0)
+    hash_config = dataclasses.replace(config, method="hash", budgets=(0.1,))
+    assert not any(k.startswith("pq_") for k in run_experiment(hash_config).records[0])
