@@ -262,6 +262,12 @@ def _report(args: argparse.Namespace) -> None:
         write_atomic(args.folder / "relative_accuracy.csv", relative.to_csv(index=False))
     if not panels.all():
         print("panels without a 'full' model: not in relative_accuracy.csv", file=sys.stderr)
+    if (results["method"] == "cerp").any():
+        versus = report.head_to_head(results, "cerp")
+        write_atomic(args.folder / "cerp_head_to_head.csv", versus.to_csv(index=False))
+    if results.columns.str.startswith("pq_").any():
+        composition = report.complementarity_table(results)
+        write_atomic(args.folder / "complementarity.csv", composition.to_csv(index=False))
     plots.use_style()
     for (dataset, backbone), panel in results.groupby(["dataset", "backbone"]):
         name = f"budget_curves_{dataset}_{backbone}"

@@ -282,8 +282,63 @@ def relative_accuracy(results: pd.DataFrame, metrics: Sequence[str] = METRICS) -
     return summarize(paired, relative)
 
 
+def head_to_head(
+    results: pd.DataFrame, method: str = "cerp", metric: str = "recall@20"
+) -> pd.DataFrame:
+    """``method`` against every other method at each of its budgets, per panel.
+
+    One row per (dataset, backbone, budget, baseline): the two means over seeds, their
+    ``difference`` (method - baseline), ``ratio`` (method / baseline) and whether the
+    difference is ``beyond_noise``: larger than twice ``noise = sqrt(std_method^2 +
+    std_baseline^2)``, the seed-to-seed spread of a difference of two single runs (``False``
+    with one seed, where the spread is unknown). Reference rows that run at one budget (full,
+    popularity) are compared at every budget.
+    """
+    summary = summarize(results, (metric,))
+    mean, std = f"{metric}_mean", f"{metric}_std"
+    ours = summary[summary["method"] == method]
+    if ours.empty:
+        raise ValueError(f"no result of method {method!r} to compare")
+    fixed = [name for name, entry in METHODS.items() if entry.fixed_budget is not None]
+    rows = []
+    for _, own in ours.iterrows():
+        panel = (summary["dataset"] == own["dataset"]) & (summary["backbone"] == own["backbone"])
+        same_budget = summary["budget"] == own["budget"]
+        others = summary[panel & (same_budget | summary["method"].isin(fixed))]
+        for _, other in others[others["method"] != method].iterrows():
+            noise = float(np.hypot(own[std], other[std]))
+            difference = own[mean] - other[mean]
+            rows.append(
+                {
+                    "dataset": own["dataset"],
+                    "backbone": own["backbone"],
+                    "budget": own["budget"],
+                    "baseline": other["method"],
+                    method: own[mean],
+                    "baseline_value": other[mean],
+                    "difference": difference,
+                    "ratio": own[mean] / other[mean] if other[mean] else np.nan,
+                    "noise": noise,
+                    "beyond_noise": bool(np.isfinite(noise) and abs(difference) > 2 * noise),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def complementarity_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean over seeds of the P/Q complementarity columns (``pq_*``) of the CERP rows, per
+    (dataset, backbone, method, budget): how the regularizer changed who holds the non-zeros."""
+    columns = [c for c in results.columns if c.startswith("pq_")]
+    if not columns:
+        raise ValueError("results table has no pq_* columns (no CERP run recorded them)")
+    rows = results.dropna(subset=columns, how="all")
+    return rows.groupby(GROUP, sort=False)[columns].mean().reset_index()
+
+
 __all__ = [
     "METRICS",
+    "complementarity_table",
+    "head_to_head",
     "paper_table",
     "pareto_front",
     "relative_accuracy",

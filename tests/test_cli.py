@@ -139,8 +139,14 @@ def test_report_writes_tables_and_figures(tmp_path: Path) -> None:
     frame = pd.DataFrame(rows, columns=["method", "budget", "num_params", "recall@20", "ndcg@20"])
     frame = frame.assign(dataset="toy", backbone="mf", seed=0, memory_bytes=frame.num_params * 4)
     frame["param_fraction"] = frame.num_params / 1000
+    frame.loc[frame.method == "cerp", ["pq_exclusive", "pq_zero_entities"]] = [0.8, 3]
     frame.to_csv(tmp_path / "results.csv", index=False)
     assert main(["report", str(tmp_path)]) == 0
+    versus = pd.read_csv(tmp_path / "cerp_head_to_head.csv").set_index("baseline")
+    assert versus.loc["pep", "difference"] == pytest.approx(0.10)
+    assert versus.loc["full", "ratio"] == pytest.approx(0.2 / 0.3)
+    composition = pd.read_csv(tmp_path / "complementarity.csv")
+    assert composition[["method", "pq_exclusive"]].values.tolist() == [["cerp", 0.8]]
     table = (tmp_path / "table.md").read_text()
     assert "| toy | mf | cerp | - | - | **0.2000** | **0.1500** |" in table
     assert "\\textbf{0.2000}" in (tmp_path / "table.tex").read_text()

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from cerp_core.report import (
+    head_to_head,
     paper_table,
     pareto_front,
     relative_accuracy,
@@ -211,3 +212,26 @@ def test_rows_below_popularity_are_marked_and_reference_rows_never_bold(
     lightgcn = table.loc[("toy", "lightgcn")]  # no popularity row in that panel: no marks
     assert "†" not in "".join(lightgcn.fillna("").to_numpy().ravel())
     assert r"0.090 $\pm$ 0.014 $^\dagger$" in to_latex(table)
+
+
+def test_head_to_head_compares_at_each_budget_and_against_the_fixed_references(
+    results: pd.DataFrame,
+) -> None:
+    pep = results[(results["method"] == "hash") & (results["budget"] == 0.1)].assign(
+        method="pep", **{"recall@20": [0.16, 0.12]}
+    )  # 0.14 +- 0.028 against my_cerp's 0.15 +- 0
+    table = head_to_head(pd.concat([results, pep]), method="my_cerp")
+    table = table.set_index(["budget", "baseline"])
+    assert sorted(table.index) == [
+        (0.1, "full"), (0.1, "hash"), (0.1, "pep"), (0.2, "full"), (0.2, "hash")
+    ]  # fmt: skip
+    row = table.loc[(0.1, "hash")]  # 0.15 +- 0 against 0.09 +- 0.0141
+    assert row["difference"] == pytest.approx(0.06)
+    assert row["ratio"] == pytest.approx(0.15 / 0.09)
+    assert row["noise"] == pytest.approx(math.sqrt(2) * 0.01)
+    assert row["beyond_noise"]
+    close = table.loc[(0.1, "pep")]
+    assert close["difference"] == pytest.approx(0.01) and not close["beyond_noise"]
+    assert table.loc[(0.2, "full"), "difference"] == pytest.approx(-0.04)  # 0.17 vs 0.21
+    with pytest.raises(ValueError, match="no result of method 'cerp'"):
+        head_to_head(results)
