@@ -8,13 +8,14 @@ ends, and resumes from its checkpoint, so an interrupted run continues exactly w
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,8 @@ from cerp_core.models import Recommender
 from cerp_core.schema import STRICT
 
 Validate = Callable[[Recommender], dict[str, float]]
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -197,9 +200,26 @@ def _save(
         save_checkpoint(checkpoint, state)
 
 
-def _epoch_bar(start_epoch: int, config: TrainConfig, description: str) -> tqdm:
+@contextlib.contextmanager
+def progress_bar(iterable: Iterable[T], **options: Any) -> Iterator[tqdm]:
+    """A tqdm bar over ``iterable`` that ends as *finished* when the loop stops early on
+    purpose (targets reached, early stopping): its total becomes the count reached, so a
+    notebook bar ends green and labelled, not red; an exception leaves it as it stands."""
+    bar = tqdm(iterable, **options)
+    try:
+        yield bar
+    except BaseException:
+        bar.close()
+        raise
+    if bar.total is not None and bar.n < bar.total:
+        bar.total = bar.n
+        bar.refresh()
+    bar.close()
+
+
+def _epoch_bar(start_epoch: int, config: TrainConfig, description: str):
     """The stage's epochs from ``start_epoch``, as a progress bar that counts resumed ones."""
-    return tqdm(
+    return progress_bar(
         range(start_epoch, config.epochs),
         desc=description,
         initial=start_epoch,
@@ -272,25 +292,27 @@ def _run_epoch(
     batches = _epoch_batches(data, config, epoch, device)
     pairs = data.train.nnz
     total = -(-pairs // config.batch_size)
-    for users, items in tqdm(batches, total=total, leave=False, disable=not config.progress):
-        scores, layer0 = model.score_batch(users, items)
-        task = bpr_loss(scores[:, 0], scores[:, 1:])
-        l2 = config.l2 * 0.5 * layer0.pow(2).sum() / len(users)
-        prune = (
-            model.embedding.pruning_loss(layer0, prune_epoch + steps * config.batch_size / pairs)
-            if prune_epoch is not None
-            else torch.zeros((), device=device)
-        )
-        loss = task + l2 + prune
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        totals += torch.stack([task.detach(), l2.detach(), prune.detach()])
-        steps += 1
-        if on_step is not None and on_step(float(task.detach())):
-            break
+    shown = {"total": total, "desc": f"epoch {epoch + 1}", "leave": False}
+    with progress_bar(batches, **shown, disable=not config.progress) as bar:
+        for users, items in bar:
+            scores, layer0 = model.score_batch(users, items)
+            task = bpr_loss(scores[:, 0], scores[:, 1:])
+            l2 = config.l2 * 0.5 * layer0.pow(2).sum() / len(users)
+            if prune_epoch is not None:  # epochs of samples seen, fractional
+                seen = prune_epoch + steps * config.batch_size / pairs
+                prune = model.embedding.pruning_loss(layer0, seen)
+            else:
+                prune = torch.zeros((), device=device)
+            loss = task + l2 + prune
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            totals += torch.stack([task.detach(), l2.detach(), prune.detach()])
+            steps += 1
+            if on_step is not None and on_step(float(task.detach())):
+                break
     bpr, l2_mean, prune_mean = (totals / max(steps, 1)).tolist()
     if not np.isfinite([bpr, l2_mean, prune_mean]).all():
         raise FloatingPointError(
@@ -328,36 +350,36 @@ def train(
             state["epoch"] + 1,
             state["seconds"],
         )
-    epochs = _epoch_bar(start_epoch, config, description)
-    for epoch in epochs:
-        if best["stale"] >= config.patience:
-            break
-        began = time.perf_counter()
-        row: dict[str, float] = {
-            "epoch": epoch + 1,
-            **_run_epoch(model, optimizer, data, config, epoch),
-        }
-        row["num_params"] = model.embedding.num_parameters()
-        if validate is not None and (epoch + 1) % config.eval_every == 0:
-            metrics = validate(model)
-            row.update(metrics)
-            score = metrics[config.selection_metric]
-            if best["model"] is None or score > best["metrics"][config.selection_metric]:
-                best = {
-                    "epoch": epoch + 1,
-                    "metrics": metrics,
-                    "stale": 0,
-                    "model": copy.deepcopy(model.state_dict()),
-                }
-            else:
-                best["stale"] += 1
-            epochs.set_postfix(
-                {config.selection_metric: f"{score:.4f}", "loss": f"{row['bpr_loss']:.4f}"}
-            )
-        seconds += time.perf_counter() - began
-        row["seconds"] = seconds
-        rows.append(row)
-        _save(checkpoint, model, optimizer, rows=rows, best=best, epoch=epoch, seconds=seconds)
+    with _epoch_bar(start_epoch, config, description) as epochs:
+        for epoch in epochs:
+            if best["stale"] >= config.patience:
+                break
+            began = time.perf_counter()
+            row: dict[str, float] = {
+                "epoch": epoch + 1,
+                **_run_epoch(model, optimizer, data, config, epoch),
+            }
+            row["num_params"] = model.embedding.num_parameters()
+            if validate is not None and (epoch + 1) % config.eval_every == 0:
+                metrics = validate(model)
+                row.update(metrics)
+                score = metrics[config.selection_metric]
+                if best["model"] is None or score > best["metrics"][config.selection_metric]:
+                    best = {
+                        "epoch": epoch + 1,
+                        "metrics": metrics,
+                        "stale": 0,
+                        "model": copy.deepcopy(model.state_dict()),
+                    }
+                else:
+                    best["stale"] += 1
+                epochs.set_postfix(
+                    {config.selection_metric: f"{score:.4f}", "loss": f"{row['bpr_loss']:.4f}"}
+                )
+            seconds += time.perf_counter() - began
+            row["seconds"] = seconds
+            rows.append(row)
+            _save(checkpoint, model, optimizer, rows=rows, best=best, epoch=epoch, seconds=seconds)
     if best["model"] is not None:
         model.load_state_dict(best["model"])
     best_epoch = best["epoch"] if best["model"] is not None else len(rows)
@@ -442,30 +464,30 @@ def prune(
             )
         return not pending
 
-    epochs = _epoch_bar(start_epoch, config, "prune")
-    for epoch in epochs:
-        if not pending:
-            break
-        began = time.perf_counter()
-        losses = _run_epoch(
-            model, optimizer, data, config, epoch, epoch, lambda x, e=epoch: on_step(e, x)
-        )
-        seconds += time.perf_counter() - began
-        nonzero = steps[-1][2]
-        rows.append({"epoch": epoch + 1, **losses, "num_nonzero": nonzero, "seconds": seconds})
-        epochs.set_postfix({"nonzero": nonzero, "targets_left": len(pending)})
-        _save(
-            checkpoint,
-            model,
-            optimizer,
-            initial=initial,
-            snapshots=snapshots,
-            rows=rows,
-            steps=steps,
-            step_losses=step_losses,
-            epoch=epoch,
-            seconds=seconds,
-        )
+    with _epoch_bar(start_epoch, config, "prune") as epochs:
+        for epoch in epochs:
+            if not pending:
+                break
+            began = time.perf_counter()
+            losses = _run_epoch(
+                model, optimizer, data, config, epoch, epoch, lambda x, e=epoch: on_step(e, x)
+            )
+            seconds += time.perf_counter() - began
+            nonzero = steps[-1][2]
+            rows.append({"epoch": epoch + 1, **losses, "num_nonzero": nonzero, "seconds": seconds})
+            epochs.set_postfix({"nonzero": nonzero, "targets_left": len(pending)})
+            _save(
+                checkpoint,
+                model,
+                optimizer,
+                initial=initial,
+                snapshots=snapshots,
+                rows=rows,
+                steps=steps,
+                step_losses=step_losses,
+                epoch=epoch,
+                seconds=seconds,
+            )
     if pending:
         check_learnt(step_losses, chance, f"the end of stage 1 (magnitude snapshots for {pending})")
     for target in pending:

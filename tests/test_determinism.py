@@ -32,12 +32,13 @@ def _config(
 
 
 def _run(backbone: str, method: str, budget: float) -> ExperimentResult:
-    """One short seeded run: ~3200 training pairs, so three full batches of 1024 and a rest."""
+    """One short seeded run: ~3200 training pairs, so three full batches of 1024 and a rest
+    per epoch; three epochs at lr 0.03, so that CERP's stage 1 learns before its snapshot."""
     config = _config(
         backbone,
         method,
         budget,
-        TrainConfig(epochs=1, batch_size=1024, progress=False, seed=3),
+        TrainConfig(epochs=3, batch_size=1024, lr=0.03, progress=False, seed=3),
         data_options={"num_users": 150, "num_items": 250},
     )
     data = load_dataset("synthetic", valid_fraction=0.1, seed=3, **config.data_options)

@@ -237,3 +237,25 @@ def test_check_learnt_reads_the_recent_mean_against_chance() -> None:
     with pytest.raises(ValueError, match="mean BPR loss of its last 3 steps is 0.6920"):
         check_learnt([math.nan, 0.6931, 0.6920, 0.6909], chance, "now")
     check_learnt([math.nan], chance, "now")  # nothing measured yet: no verdict
+
+
+def test_bars_that_stop_early_end_as_finished(data: Interactions, monkeypatch) -> None:
+    """Stage 1 stops once its targets are reached and retraining stops early: their bars end
+    complete (so a notebook shows them green, not red) and every bar is closed."""
+    import cerp_core.train as training
+
+    bars = []
+
+    class Recorded(training.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+    monkeypatch.setattr(training, "tqdm", Recorded)
+    model = fresh_model(data, "pep", 0.5)
+    config = quick(epochs=20, threshold_lr=0.05, progress=True)
+    pruned = prune(model, data, config)
+    assert len(pruned.history) < 20  # stopped before its last epoch: the bars stopped early
+    assert any(bar.desc == "prune" for bar in bars)
+    assert all(bar.n == bar.total and bar.disable for bar in bars)  # finished and closed
+    assert {bar.desc for bar in bars} >= {"prune", "epoch 1"}
