@@ -307,14 +307,18 @@ def plot_sparsity_curve(
     return fig
 
 
-def plot_training_curves(histories: Mapping[str, pd.DataFrame], metric: str = "ndcg@20") -> Figure:
-    """Validation ``metric`` per epoch for each labelled training run."""
+def plot_training_curves(
+    histories: Mapping[str, pd.DataFrame], metric: str = "ndcg@20", ylabel: str | None = None
+) -> Figure:
+    """``metric`` per epoch for each labelled training run (``ylabel`` default: validation
+    ``metric``; pass one for a loss such as stage 1's ``bpr_loss``)."""
     fig, ax = plt.subplots(figsize=(6, 3.4))
     colours = sns.color_palette(PALETTE, len(histories))
     for (name, frame), colour, marker in zip(histories.items(), colours, MARKERS, strict=False):
         if metric in frame:
             ax.plot(frame["epoch"], frame[metric], color=colour, marker=marker, label=name)
-    ax.set(xlabel="Epoch", ylabel=f"Validation {_metric_label(metric)}", title="Training progress")
+    ylabel = ylabel or f"Validation {_metric_label(metric)}"
+    ax.set(xlabel="Epoch", ylabel=ylabel, title="Training progress")
     ax.legend(fontsize="small")
     fig.tight_layout()
     return fig
@@ -483,58 +487,49 @@ def plot_entity_sizes(sizes: pd.DataFrame) -> Figure:
         ylabel="Embedding size (non-zeros per vector)",
         title="By popularity",
     )
+    right.set_ylim(bottom=0)  # sizes are counts from 0: a cut axis would magnify differences
     fig.tight_layout()
     return fig
 
 
-def plot_threshold_histogram(
-    thresholds: Mapping[str, ArrayLike], weights: Mapping[str, ArrayLike] | None = None
+def plot_thresholds_against_weights(
+    thresholds: Mapping[str, ArrayLike], weights: Mapping[str, ArrayLike]
 ) -> Figure:
-    """Histogram of learnt thresholds ``sigmoid(s)`` per table (log count axis); with
-    ``weights``, the raw ``|w|`` of the same tables as outlines for comparison."""
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    colours = sns.color_palette(PALETTE, 2 * len(thresholds))
-    arrays = {name: as_numpy(v).ravel() for name, v in thresholds.items()}
-    extra = {f"|{n}|": np.abs(as_numpy(v)).ravel() for n, v in (weights or {}).items()}
-    top = max([float(v.max(initial=0)) for v in (*arrays.values(), *extra.values())] + [1e-6])
-    bins = np.linspace(0, top * 1.02, 40)
-    for (name, values), colour, hatch in zip(
-        arrays.items(), colours, ("", "//", "..", "xx"), strict=False
-    ):
-        ax.hist(
-            values,
-            bins=bins,
-            color=colour,
-            alpha=0.6,
-            hatch=hatch,
-            label=f"σ(s) of {name} (median {np.median(values):.3g})",
+    """Every entry of each pruned table: its weight's magnitude ``|w|`` against its learnt
+    threshold ``sigmoid(s)`` (hexagonal bins, log counts). Entries below the diagonal
+    (``|w| > sigmoid(s)``) are kept, those above it are zero."""
+    names = list(thresholds)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names) + 0.8, 3.8), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        threshold = as_numpy(thresholds[name]).ravel()
+        magnitude = np.abs(as_numpy(weights[name])).ravel()
+        kept = float((magnitude > threshold).mean())
+        values = np.concatenate([threshold, magnitude])
+        low = float(values[values > 0].min(initial=1e-6))
+        high = float(values.max(initial=1.0))
+        span = (low / 1.5, high * 1.5)  # both axes log: thresholds and weights differ in scale
+        cells = ax.hexbin(
+            np.clip(magnitude, span[0], None), np.clip(threshold, span[0], None), gridsize=40,
+            bins="log", mincnt=1, cmap="viridis", xscale="log", yscale="log",
+        )  # fmt: skip
+        ax.plot(span, span, color="black", linewidth=1, linestyle="--")
+        ax.set(
+            xlabel="Weight magnitude |w| (log scale)",
+            ylabel="Threshold σ(s) (log scale)",
+            title=f"{name}: {kept:.1%} of entries kept (below the line)",
+            xlim=span,
+            ylim=span,
         )
-    for (name, values), colour, style in zip(
-        extra.items(), colours[len(arrays) :], ("-", "--"), strict=False
-    ):
-        ax.hist(
-            values,
-            bins=bins,
-            histtype="step",
-            color=colour,
-            linestyle=style,
-            linewidth=1.5,
-            label=f"{name} weights",
-        )
-    ax.set_yscale("log")
-    ax.set(
-        xlabel="Threshold σ(s) / weight magnitude (absolute value)",
-        ylabel="Table entries (count, log scale)",
-        title="Learnt thresholds",
-    )
-    ax.legend(fontsize="small")
+        fig.colorbar(cells, ax=ax, label="Entries (count, log scale)")
     fig.tight_layout()
     return fig
 
 
 def plot_complementarity(stats: pd.DataFrame) -> Figure:
     """P/Q complementarity per variant (rows of ``stats``, index = variant label, columns from
-    :func:`complementarity`): stacked shares of (entity, dimension) pairs, and all-zero entities."""
+    :func:`~cerp_core.analysis.complementarity`): stacked shares of (entity, dimension) pairs,
+    and the exclusive share (pairs non-zero in exactly one of P and Q, among pairs non-zero in
+    at least one), annotated with the entities whose composed vector is all zero."""
     categories = {
         "only_P": "only P non-zero",
         "only_Q": "only Q non-zero",
@@ -568,22 +563,25 @@ def plot_complementarity(stats: pd.DataFrame) -> Figure:
         fontsize="small",
         frameon=False,
     )
-    right.barh(
-        labels, stats["zero_entity_share"].to_numpy() * 100, color=sns.color_palette(PALETTE, 5)[4]
-    )
-    for y, (share, count) in enumerate(
-        zip(stats["zero_entity_share"], stats["zero_entities"], strict=False)
-    ):
+    exclusive = stats["exclusive"].to_numpy() * 100
+    right.barh(labels, exclusive, color=sns.color_palette(PALETTE, 5)[4])
+    for y, (share, lost) in enumerate(zip(exclusive, stats["zero_entities"], strict=False)):
         right.annotate(
-            f"{int(count)}",
-            (share * 100, y),
-            xytext=(3, 0),
+            f"{share:.1f}%; {int(lost)} entities all-zero",
+            (share, y),
+            xytext=(-3, 0),
             textcoords="offset points",
+            ha="right",
             va="center",
             fontsize="small",
+            color="white",
         )
-    right.set_xlim(0, max(1.0, 1.25 * float(stats["zero_entity_share"].max()) * 100))
-    right.set(xlabel="Entities with all-zero vector (%)", ylabel="Variant", title="Lost entities")
+    right.set(
+        xlabel="Exclusive entries (% of non-zero pairs)",
+        ylabel="Variant",
+        title="Held by exactly one of P, Q",
+        xlim=(0, 100),
+    )
     right.set_yticklabels([])
     fig.tight_layout()
     return fig

@@ -102,9 +102,9 @@ FIGURES: dict[str, Callable[[], Figure]] = {
     "mask_heatmap": lambda: plots.plot_mask_heatmap(MASKS, max_rows=10),
     "nonzeros": lambda: plots.plot_nonzeros_per_row_and_dim(MASKS),
     "entity_sizes": lambda: plots.plot_entity_sizes(entity_frame()),
-    "thresholds": lambda: plots.plot_threshold_histogram(
+    "thresholds": lambda: plots.plot_thresholds_against_weights(
         {"P": RNG.random(48) * 0.1, "Q": RNG.random(48) * 0.05},
-        weights={"P": RNG.normal(0, 0.1, 48)},
+        {"P": RNG.normal(0, 0.1, 48), "Q": RNG.normal(0, 0.1, 48)},
     ),
     "complementarity": lambda: plots.plot_complementarity(complementarity_frame()),
     "protocols": lambda: plots.plot_protocol_comparison(
@@ -128,7 +128,7 @@ def test_figure_has_labelled_axes(name: str) -> None:
     fig = FIGURES[name]()
     try:
         assert isinstance(fig, Figure)
-        drawn = [ax for ax in fig.axes if ax.has_data()]
+        drawn = [ax for ax in fig.axes if ax.has_data() and ax.get_label() != "<colorbar>"]
         assert drawn, "no axes with data"
         for ax in drawn:
             assert ax.get_xlabel(), f"{name}: x axis unlabelled"
@@ -153,4 +153,25 @@ def test_budget_curves_use_log_x_and_full_reference() -> None:
     assert "Recall@20" in ax.get_ylabel()
     full_lines = [line for line in ax.get_lines() if "Full table" in line.get_label()]
     assert len(full_lines) == 1 and full_lines[0].get_ydata()[0] == pytest.approx(0.30)
+    plt.close(fig)
+
+
+def test_threshold_panels_count_the_kept_entries() -> None:
+    thresholds = {"P": np.array([0.1, 0.1, 0.3, 0.3])}
+    weights = {"P": np.array([0.2, -0.05, -0.4, 0.1])}  # kept: 0.2 and -0.4
+    fig = plots.plot_thresholds_against_weights(thresholds, weights)
+    assert fig.axes[0].get_title() == "P: 50.0% of entries kept (below the line)"
+    plt.close(fig)
+
+
+def test_entity_size_boxes_start_at_zero() -> None:
+    fig = plots.plot_entity_sizes(entity_frame())
+    assert fig.axes[1].get_ylim()[0] == 0
+    plt.close(fig)
+
+
+def test_complementarity_names_the_lost_entities_in_words() -> None:
+    fig = plots.plot_complementarity(complementarity_frame())
+    texts = [t.get_text() for t in fig.axes[1].texts]
+    assert all(t.endswith("entities all-zero") for t in texts) and len(texts) == 2
     plt.close(fig)
