@@ -10,7 +10,7 @@ import pytest
 
 from cerp_core.cli import main
 
-TINY = ["--dim", "8", "--epochs", "2", "--no-progress"]
+TINY = ["--dim", "8", "--epochs", "2", "--lr", "0.05", "--no-progress"]  # stage 1 learns
 
 
 def metrics(out: Path) -> list[dict]:

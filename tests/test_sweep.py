@@ -34,7 +34,7 @@ TINY: dict[str, Any] = {
     "methods": ["full", "hash", "cerp"],
     "budgets": [0.2, 0.1],
     "dim": 8,
-    "train": {"epochs": 2},
+    "train": {"epochs": 2, "lr": 0.05},  # enough for CERP's stage 1 to learn before its masks
     "data_options": {"synthetic": {"num_users": 150, "num_items": 200}},
 }
 TINY_ROWS = 5  # full at 1.0, hash at 0.2 and 0.1, cerp at 0.2 and 0.1 (one pruning run)
