@@ -334,10 +334,10 @@ def plot_budget_curves(
 ) -> Figure:
     """Accuracy against stored parameters (log x), one line per method (seeds averaged).
 
-    Methods with a fixed budget (the full table, popularity) are horizontal reference lines,
-    labelled with their value *per panel*: the full table from ``full`` (metric -> value) if
+    Methods with a fixed budget (the full table, popularity) are horizontal reference lines with
+    their value written beside each panel: the full table from ``full`` (metric -> value) if
     given, else from its rows, and popularity from its rows. One panel per metric; each panel's
-    y axis starts at 0.
+    y axis starts at 0; one legend below the panels, so that it hides no line.
     """
     fixed = {m for m in table["method"].unique() if m in METHODS and
              METHODS[m].fixed_budget is not None}  # fmt: skip
@@ -356,7 +356,12 @@ def plot_budget_curves(
                 style = method_style(method)
                 value = references[method][metric]
                 ax.axhline(value, color=style["color"], linestyle=style["linestyle"],
-                           linewidth=1.4, label=f"{style['label']} ({value:.3f})")  # fmt: skip
+                           linewidth=1.4, label=style["label"])  # fmt: skip
+                ax.annotate(  # this panel's value, beside the line, outside the data
+                    f"{value:.3f}", (1.0, value), xycoords=("axes fraction", "data"),
+                    xytext=(3, 0), textcoords="offset points", va="center",
+                    fontsize="x-small", color=style["color"],
+                )  # fmt: skip
         _log_x_axis(ax)
         ax.set(
             xlabel="Stored embedding parameters (non-zeros, log scale)",
@@ -364,8 +369,11 @@ def plot_budget_curves(
             title=_metric_label(metric),
         )
         ax.set_ylim(bottom=0)
-        ax.legend(fontsize="x-small", loc="best", framealpha=0.85)
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    columns = min(5, len(labels)) or 1
+    rows = -(-len(labels) // columns)
+    fig.legend(handles, labels, loc="lower center", ncol=columns, fontsize="small", frameon=False)
+    fig.tight_layout(rect=(0, 0.06 * rows + 0.02, 1, 1))  # one legend below: no line hidden
     return fig
 
 
