@@ -398,8 +398,8 @@ def check_learnt(losses: list[float], chance: float, when: str) -> None:
     still within :data:`LEARNT_MARGIN` of chance: a snapshot taken now would keep a mask chosen
     before the model learnt anything."""
     recent = [loss for loss in losses[-LEARNT_WINDOW:] if math.isfinite(loss)]
-    if recent and sum(recent) / len(recent) >= (1 - LEARNT_MARGIN) * chance:
-        mean = sum(recent) / len(recent)
+    mean = sum(recent) / len(recent) if recent else -math.inf  # nothing measured: no verdict
+    if mean >= (1 - LEARNT_MARGIN) * chance:
         raise ValueError(
             f"stage 1 has learnt nothing by {when}: the mean BPR loss of its last {len(recent)} "
             f"steps is {mean:.4f}, chance is {chance:.4f}; the mask would be chosen before "
