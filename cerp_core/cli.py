@@ -265,6 +265,8 @@ def _report(args: argparse.Namespace) -> None:
     if (results["method"] == "cerp").any():
         versus = report.head_to_head(results, "cerp")
         write_atomic(args.folder / "cerp_head_to_head.csv", versus.to_csv(index=False))
+        ranks = report.standings(results, "cerp")
+        write_atomic(args.folder / "cerp_standings.csv", ranks.to_csv(index=False))
     if results.columns.str.startswith("pq_").any():
         composition = report.complementarity_table(results)
         write_atomic(args.folder / "complementarity.csv", composition.to_csv(index=False))

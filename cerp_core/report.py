@@ -325,6 +325,48 @@ def head_to_head(
     return pd.DataFrame(rows)
 
 
+def standings(
+    results: pd.DataFrame, method: str = "cerp", metric: str = "recall@20"
+) -> pd.DataFrame:
+    """Where ``method`` stands among the compact methods at each of its budgets, per panel.
+
+    One row per (dataset, backbone, budget): the ``best`` compact method and its mean over
+    seeds (``best_value``), ``method``'s mean and ``rank`` among the ``compact`` methods run at
+    that budget (1 is best), the reference values (``popularity``, ``full``; NaN when absent),
+    and whether ``method``'s gap to the best is ``beyond_noise`` (as :func:`head_to_head`;
+    ``False`` when ``method`` is the best).
+    """
+    summary = summarize(results, (metric,))
+    mean = f"{metric}_mean"
+    references = {name for name, entry in METHODS.items() if entry.reference}
+    versus = head_to_head(results, method, metric).set_index([*PANEL, "budget", "baseline"])
+    rows = []
+    for (dataset, backbone, budget), group in summary.groupby([*PANEL, "budget"], sort=False):
+        compact = group[~group["method"].isin(references)].sort_values(mean, ascending=False)
+        if method not in set(compact["method"]):
+            continue
+        panel = summary[(summary["dataset"] == dataset) & (summary["backbone"] == backbone)]
+        reference = panel.set_index("method")[mean]
+        best = compact.iloc[0]
+        key = (dataset, backbone, budget, best["method"])
+        rows.append(
+            {
+                "dataset": dataset,
+                "backbone": backbone,
+                "budget": budget,
+                "best": best["method"],
+                "best_value": best[mean],
+                method: float(compact.loc[compact["method"] == method, mean].iloc[0]),
+                "rank": compact["method"].tolist().index(method) + 1,
+                "compact": len(compact),
+                POPULARITY_METHOD: reference.get(POPULARITY_METHOD, np.nan),
+                FULL_METHOD: reference.get(FULL_METHOD, np.nan),
+                "beyond_noise": bool(key in versus.index and versus.loc[key, "beyond_noise"]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def complementarity_table(results: pd.DataFrame) -> pd.DataFrame:
     """Mean over seeds of the P/Q complementarity columns (``pq_*``) of the CERP rows, per
     (dataset, backbone, method, budget): how the regularizer changed who holds the non-zeros."""
@@ -342,6 +384,7 @@ __all__ = [
     "paper_table",
     "pareto_front",
     "relative_accuracy",
+    "standings",
     "summarize",
     "to_latex",
     "to_markdown",

@@ -145,6 +145,8 @@ def test_report_writes_tables_and_figures(tmp_path: Path) -> None:
     versus = pd.read_csv(tmp_path / "cerp_head_to_head.csv").set_index("baseline")
     assert versus.loc["pep", "difference"] == pytest.approx(0.10)
     assert versus.loc["full", "ratio"] == pytest.approx(0.2 / 0.3)
+    ranks = pd.read_csv(tmp_path / "cerp_standings.csv")
+    assert ranks[["budget", "best", "rank", "compact"]].values.tolist() == [[0.1, "cerp", 1, 2]]
     composition = pd.read_csv(tmp_path / "complementarity.csv")
     assert composition[["method", "pq_exclusive"]].values.tolist() == [["cerp", 0.8]]
     table = (tmp_path / "table.md").read_text()

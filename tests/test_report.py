@@ -12,6 +12,7 @@ from cerp_core.report import (
     paper_table,
     pareto_front,
     relative_accuracy,
+    standings,
     summarize,
     to_latex,
     to_markdown,
@@ -235,3 +236,17 @@ def test_head_to_head_compares_at_each_budget_and_against_the_fixed_references(
     assert table.loc[(0.2, "full"), "difference"] == pytest.approx(-0.04)  # 0.17 vs 0.21
     with pytest.raises(ValueError, match="no result of method 'cerp'"):
         head_to_head(results)
+
+
+def test_standings_rank_the_method_among_compact_methods_per_budget(results: pd.DataFrame) -> None:
+    pep = results[(results["method"] == "hash") & (results["backbone"] == "mf")].assign(
+        method="pep", **{"recall@20": [0.30, 0.30, 0.14, 0.14]}
+    )  # pep: best at 0.2 (0.30 against my_cerp's 0.17 +- 0.014), behind my_cerp at 0.1
+    table = standings(pd.concat([results, pep]), method="my_cerp").set_index("budget")
+    assert list(table.index) == [0.2, 0.1]  # mf only: my_cerp has no lightgcn row
+    tight, loose = table.loc[0.1], table.loc[0.2]
+    assert (loose["best"], loose["rank"], loose["compact"]) == ("pep", 2, 3)
+    assert loose["best_value"] == pytest.approx(0.30) and loose["my_cerp"] == pytest.approx(0.17)
+    assert loose["beyond_noise"]  # 0.13 against 2 * 0.014
+    assert (tight["best"], tight["rank"]) == ("my_cerp", 1) and not tight["beyond_noise"]
+    assert tight["full"] == pytest.approx(0.21) and math.isnan(tight["popularity"])
