@@ -331,10 +331,10 @@ def standings(
     """Where ``method`` stands among the compact methods at each of its budgets, per panel.
 
     One row per (dataset, backbone, budget): the ``best`` compact method and its mean over
-    seeds (``best_value``), ``method``'s mean and ``rank`` among the ``compact`` methods run at
-    that budget (1 is best), the reference values (``popularity``, ``full``; NaN when absent),
-    and whether ``method``'s gap to the best is ``beyond_noise`` (as :func:`head_to_head`;
-    ``False`` when ``method`` is the best).
+    seeds (``best_value``), ``method``'s mean, its number of ``seeds`` and ``rank`` among the
+    ``compact`` methods run at that budget (1 is best), the reference values (``popularity``,
+    ``full``; NaN when absent), and whether ``method``'s gap to the best is ``beyond_noise`` (as
+    :func:`head_to_head`; ``False`` when ``method`` is the best).
     """
     summary = summarize(results, (metric,))
     mean = f"{metric}_mean"
@@ -347,7 +347,7 @@ def standings(
             continue
         panel = summary[(summary["dataset"] == dataset) & (summary["backbone"] == backbone)]
         reference = panel.set_index("method")[mean]
-        best = compact.iloc[0]
+        best, own = compact.iloc[0], compact[compact["method"] == method]
         key = (dataset, backbone, budget, best["method"])
         rows.append(
             {
@@ -356,7 +356,8 @@ def standings(
                 "budget": budget,
                 "best": best["method"],
                 "best_value": best[mean],
-                method: float(compact.loc[compact["method"] == method, mean].iloc[0]),
+                method: float(own[mean].iloc[0]),
+                "seeds": int(own["seeds"].iloc[0]),
                 "rank": compact["method"].tolist().index(method) + 1,
                 "compact": len(compact),
                 POPULARITY_METHOD: reference.get(POPULARITY_METHOD, np.nan),

@@ -245,7 +245,7 @@ def test_standings_rank_the_method_among_compact_methods_per_budget(results: pd.
     table = standings(pd.concat([results, pep]), method="my_cerp").set_index("budget")
     assert list(table.index) == [0.2, 0.1]  # mf only: my_cerp has no lightgcn row
     tight, loose = table.loc[0.1], table.loc[0.2]
-    assert (loose["best"], loose["rank"], loose["compact"]) == ("pep", 2, 3)
+    assert (loose["best"], loose["rank"], loose["compact"], loose["seeds"]) == ("pep", 2, 3, 2)
     assert loose["best_value"] == pytest.approx(0.30) and loose["my_cerp"] == pytest.approx(0.17)
     assert loose["beyond_noise"]  # 0.13 against 2 * 0.014
     assert (tight["best"], tight["rank"]) == ("my_cerp", 1) and not tight["beyond_noise"]
