@@ -4,7 +4,8 @@
   item), training interactions and popularity bucket;
 - :func:`threshold_values`: the learnt thresholds ``sigmoid(s)`` of each pruned table;
 - :func:`nonzero_counts`: non-zeros per row and per dimension of each mask;
-- :func:`complementarity`: how CERP's P and Q share the non-zeros of the composed vectors.
+- :func:`complementarity`: how CERP's P and Q share the non-zeros of the composed vectors,
+  against :func:`chance_exclusive`, what independent masks would give.
 """
 
 from __future__ import annotations
@@ -83,13 +84,26 @@ def nonzero_counts(masks: Mapping[str, ArrayLike]) -> dict[str, dict[str, np.nda
     return counts
 
 
+def chance_exclusive(p_density: float, q_density: float) -> float:
+    """The exclusive share if the masks of P and Q were independent: a pair is non-zero in P
+    with probability ``p_density`` and in Q with ``q_density``, so the exclusive share is
+    ``(p (1 - q) + q (1 - p)) / (1 - (1 - p) (1 - q))``. An ``exclusive`` above it means the
+    pruning made P and Q complementary; at or below it, no more than chance does."""
+    either = 1.0 - (1.0 - p_density) * (1.0 - q_density)
+    if not either:
+        return 0.0
+    return (p_density * (1.0 - q_density) + q_density * (1.0 - p_density)) / either
+
+
 @torch.no_grad()
 def complementarity(embedding: CERPEmbedding) -> dict[str, float]:
     """How P and Q share the work in the composed vectors of every entity.
 
     Over all (entity, dimension) pairs: shares where both are zero, only P is non-zero, only
-    Q, or both; ``exclusive`` = (only P + only Q) / (at least one non-zero); and the entities
-    whose composed vector is entirely zero (``zero_entities``, ``zero_entity_share``).
+    Q, or both; ``exclusive`` = (only P + only Q) / (at least one non-zero), and
+    ``exclusive_chance``, what masks of the same densities drawn independently would give
+    (:func:`chance_exclusive`); and the entities whose composed vector is entirely zero
+    (``zero_entities``, ``zero_entity_share``).
     """
     weights = embedding.effective_weights()
     ids = torch.arange(embedding.num_entities, device=weights["P"].device)
@@ -106,6 +120,9 @@ def complementarity(embedding: CERPEmbedding) -> dict[str, float]:
     return {
         **shares,
         "exclusive": (shares["only_P"] + shares["only_Q"]) / some if some else 0.0,
+        "exclusive_chance": chance_exclusive(
+            shares["only_P"] + shares["both"], shares["only_Q"] + shares["both"]
+        ),
         "zero_entities": zero,
         "zero_entity_share": zero / embedding.num_entities,
     }

@@ -537,7 +537,8 @@ def plot_complementarity(stats: pd.DataFrame) -> Figure:
     """P/Q complementarity per variant (rows of ``stats``, index = variant label, columns from
     :func:`~cerp_core.analysis.complementarity`): stacked shares of (entity, dimension) pairs,
     and the exclusive share (pairs non-zero in exactly one of P and Q, among pairs non-zero in
-    at least one), annotated with the entities whose composed vector is all zero."""
+    at least one) against what independent masks of the same densities give (a black tick,
+    ``exclusive_chance``), annotated with the entities whose composed vector is all zero."""
     categories = {
         "only_P": "only P non-zero",
         "only_Q": "only Q non-zero",
@@ -545,7 +546,7 @@ def plot_complementarity(stats: pd.DataFrame) -> Figure:
         "both_zero": "both zero",
     }
     fig, (left, right) = plt.subplots(
-        1, 2, figsize=(10, 1.6 + 0.7 * len(stats)), gridspec_kw={"width_ratios": [3, 1.3]}
+        1, 2, figsize=(10, 1.6 + 0.7 * len(stats)), gridspec_kw={"width_ratios": [3, 1.6]}
     )
     colours = sns.color_palette(PALETTE, len(categories))
     start = np.zeros(len(stats))
@@ -572,14 +573,19 @@ def plot_complementarity(stats: pd.DataFrame) -> Figure:
         frameon=False,
     )
     exclusive = stats["exclusive"].to_numpy() * 100
+    chance = stats["exclusive_chance"].to_numpy() * 100
     right.barh(labels, exclusive, color=sns.color_palette(PALETTE, 5)[4])
+    right.scatter(
+        chance, labels, marker="|", s=400, linewidths=2, color="black", zorder=3,
+        label="independent masks of the same densities",
+    )  # fmt: skip
     for y, (share, lost) in enumerate(zip(exclusive, stats["zero_entities"], strict=False)):
         right.annotate(
             f"{share:.1f}%; {int(lost)} entities all-zero",
-            (share, y),
-            xytext=(-3, 0),
+            (0, y),
+            xytext=(3, 0),
             textcoords="offset points",
-            ha="right",
+            ha="left",
             va="center",
             fontsize="small",
             color="white",
@@ -589,6 +595,12 @@ def plot_complementarity(stats: pd.DataFrame) -> Figure:
         ylabel="Variant",
         title="Held by exactly one of P, Q",
         xlim=(0, 100),
+    )
+    right.legend(
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.35 - 0.05 * len(stats)),
+        fontsize="small",
+        frameon=False,
     )
     right.set_yticklabels([])
     fig.tight_layout()

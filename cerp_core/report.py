@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from cerp_core.analysis import chance_exclusive
 from cerp_core.embeddings import METHODS
 
 METRICS = ("recall@20", "ndcg@20")
@@ -370,11 +371,25 @@ def standings(
 
 def complementarity_table(results: pd.DataFrame) -> pd.DataFrame:
     """Mean over seeds of the P/Q complementarity columns (``pq_*``) of the CERP rows, per
-    (dataset, backbone, method, budget): how the regularizer changed who holds the non-zeros."""
+    (dataset, backbone, method, budget): how the regularizer changed who holds the non-zeros.
+
+    Where the shares are recorded (``pq_only_P``, ``pq_only_Q``, ``pq_both``),
+    ``pq_exclusive_chance`` is (re)computed from them: the exclusive share of independent masks
+    of the same densities (:func:`~cerp_core.analysis.chance_exclusive`), which ``pq_exclusive``
+    has to exceed for P and Q to be more complementary than chance."""
     columns = [c for c in results.columns if c.startswith("pq_")]
     if not columns:
         raise ValueError("results table has no pq_* columns (no CERP run recorded them)")
     rows = results.dropna(subset=columns, how="all")
+    if {"pq_only_P", "pq_only_Q", "pq_both"} <= set(columns):
+        p_density, q_density = (
+            rows["pq_only_P"] + rows["pq_both"],
+            rows["pq_only_Q"] + rows["pq_both"],
+        )
+        densities = zip(p_density, q_density, strict=True)
+        chance = [chance_exclusive(p, q) for p, q in densities]
+        rows = rows.assign(pq_exclusive_chance=chance)
+        columns = list(dict.fromkeys([*columns, "pq_exclusive_chance"]))
     return rows.groupby(GROUP, sort=False)[columns].mean().reset_index()
 
 

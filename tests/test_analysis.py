@@ -67,6 +67,8 @@ def test_complementarity_of_hand_made_masks() -> None:
     assert stats["only_P"] == pytest.approx(1 / 8)
     assert stats["both_zero"] == pytest.approx(3 / 8)
     assert stats["exclusive"] == pytest.approx(4 / 5)
+    # densities P 2/8, Q 4/8: independent masks give (1/4 * 1/2 + 1/2 * 3/4) / (1 - 3/4 * 1/2)
+    assert stats["exclusive_chance"] == pytest.approx(0.5 / 0.625)
     assert stats["zero_entities"] == 1 and stats["zero_entity_share"] == 0.25
 
 
@@ -76,3 +78,13 @@ def test_nonzero_counts_per_row_and_dimension() -> None:
     assert counts["P"]["per_row"].tolist() == [2, 0, 3]
     assert counts["P"]["per_dim"].tolist() == [2, 1, 2]
     assert counts["Q"]["per_row"].tolist() == [1, 3, 0]
+
+
+def test_chance_exclusive_of_independent_masks() -> None:
+    assert analysis.chance_exclusive(0.25, 0.25) == pytest.approx(0.375 / 0.4375)
+    assert analysis.chance_exclusive(1.0, 0.5) == pytest.approx(0.5)  # P full: Q adds overlap
+    assert analysis.chance_exclusive(0.0, 0.0) == 0.0
+    masks = torch.rand(2, 200_000) < torch.tensor([[0.3], [0.1]])  # independent draws
+    p, q = masks
+    observed = float((p ^ q).sum() / (p | q).sum())
+    assert observed == pytest.approx(analysis.chance_exclusive(0.3, 0.1), abs=0.01)

@@ -170,8 +170,11 @@ def test_entity_size_boxes_start_at_zero() -> None:
     plt.close(fig)
 
 
-def test_complementarity_names_the_lost_entities_in_words() -> None:
-    fig = plots.plot_complementarity(complementarity_frame())
+def test_complementarity_names_the_lost_entities_and_marks_the_chance_share() -> None:
+    stats = complementarity_frame()
+    fig = plots.plot_complementarity(stats)
     texts = [t.get_text() for t in fig.axes[1].texts]
     assert all(t.endswith("entities all-zero") for t in texts) and len(texts) == 2
+    (ticks,) = fig.axes[1].collections
+    assert list(ticks.get_offsets()[:, 0]) == pytest.approx(list(stats["exclusive_chance"] * 100))
     plt.close(fig)

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from cerp_core.report import (
+    complementarity_table,
     head_to_head,
     paper_table,
     pareto_front,
@@ -250,3 +251,12 @@ def test_standings_rank_the_method_among_compact_methods_per_budget(results: pd.
     assert loose["beyond_noise"]  # 0.13 against 2 * 0.014
     assert (tight["best"], tight["rank"]) == ("my_cerp", 1) and not tight["beyond_noise"]
     assert tight["full"] == pytest.approx(0.21) and math.isnan(tight["popularity"])
+
+
+def test_complementarity_table_adds_the_chance_share(results: pd.DataFrame) -> None:
+    cerp = results[results["method"] == "my_cerp"].assign(
+        pq_only_P=0.2, pq_only_Q=0.3, pq_both=0.1, pq_exclusive=0.5 / 0.6
+    )  # densities P 0.3, Q 0.4: chance (0.3 * 0.6 + 0.4 * 0.7) / (1 - 0.7 * 0.6) = 0.46 / 0.58
+    table = complementarity_table(pd.concat([results[results["method"] == "hash"], cerp]))
+    assert table["method"].tolist() == ["my_cerp", "my_cerp"]  # rows without pq_* are left out
+    assert table["pq_exclusive_chance"].tolist() == pytest.approx([0.46 / 0.58] * 2)
