@@ -200,20 +200,41 @@ def _save(
         save_checkpoint(checkpoint, state)
 
 
+class Progress:
+    """The items of a loop, counted on a tqdm bar (:func:`progress_bar`)."""
+
+    def __init__(self, items: Iterable[T], bar: tqdm) -> None:
+        self.items, self.bar = items, bar
+
+    def __iter__(self) -> Iterator[T]:
+        for item in self.items:
+            yield item
+            self.bar.update()
+
+    def set_postfix(self, values: dict[str, Any]) -> None:
+        """Show ``values`` after the bar (e.g. the last validation score)."""
+        self.bar.set_postfix(values)
+
+
 @contextlib.contextmanager
-def progress_bar(iterable: Iterable[T], **options: Any) -> Iterator[tqdm]:
-    """A tqdm bar over ``iterable`` that ends as *finished* when the loop stops early on
+def progress_bar(items: Iterable[T], **options: Any) -> Iterator[Progress]:
+    """Iterate ``items`` on a tqdm bar that ends as *finished* when the loop stops early on
     purpose (targets reached, early stopping): its total becomes the count reached, so a
-    notebook bar ends green and labelled, not red; an exception leaves it as it stands."""
-    bar = tqdm(iterable, **options)
+    notebook bar ends green and labelled, not red; an exception leaves it as it stands.
+
+    The bar is advanced by hand, never by tqdm's own iterator, whose clean-up on ``break``
+    closes a bar short of its total as failed before the total can be corrected."""
+    bar = tqdm(**options)
     try:
-        yield bar
+        yield Progress(items, bar)
     except BaseException:
         bar.close()
         raise
-    if bar.total is not None and bar.n < bar.total:
-        bar.total = bar.n
-        bar.refresh()
+    if not bar.disable and bar.total is not None and bar.n < bar.total:
+        count, started = bar.n, bar.start_t
+        bar.reset(total=count)  # the only way to move a notebook bar's end (its widget's max)
+        bar.start_t = started  # keep the elapsed time
+        bar.update(count)
     bar.close()
 
 
