@@ -26,6 +26,7 @@ import dataclasses
 import functools
 import inspect
 import itertools
+import math
 import subprocess
 import time
 from collections.abc import Callable, Mapping
@@ -52,7 +53,15 @@ from cerp_core.embeddings.base import MemoryReport
 from cerp_core.metrics import DEFAULT_KS, evaluate
 from cerp_core.models import MODELS, Popularity, Recommender, make_model
 from cerp_core.schema import STRICT, parse
-from cerp_core.train import PruneResult, TrainConfig, TrainResult, prune, retrain, train
+from cerp_core.train import (
+    PruneResult,
+    Snapshot,
+    TrainConfig,
+    TrainResult,
+    prune,
+    retrain,
+    train,
+)
 
 PROTOCOLS = ("validation", "paper")
 PAPER_TRAINING = {
@@ -285,7 +294,7 @@ def run_experiment(
         selection = selection_split(config, data)
         metrics = _validator(config, data)(ranker) if selection.nnz else {}
         result = TrainResult(pd.DataFrame(), 0, metrics, 0.0)
-        record = _record(config, ranker, data, method.fixed_budget, result, "none", 0.0)
+        record = _record(config, ranker, data, method.fixed_budget, result)
         return ExperimentResult([record], ranker, data, [result])
     model = build_model(config, data)
     if method.prunable:
@@ -295,7 +304,7 @@ def run_experiment(
     checkpoint = folder / "train.pt" if folder is not None else None
     result = train(model, data, config.train, _validator(config, data), checkpoint=checkpoint)
     budget = config.budgets[0] if method.fixed_budget is None else method.fixed_budget
-    record = _record(config, model, data, budget, result, "none", 0.0)
+    record = _record(config, model, data, budget, result)
     return ExperimentResult([record], model, data, [result])
 
 
@@ -319,9 +328,7 @@ def retrain_snapshots(
             model, pruning, snapshot, data, config.train, validate, checkpoint=checkpoint
         )
         trainings.append(result)
-        records.append(
-            _record(config, model, data, budget, result, snapshot.source, pruning.seconds)
-        )
+        records.append(_record(config, model, data, budget, result, pruning, snapshot))
     return ExperimentResult(records, model, data, trainings, pruning)
 
 
@@ -347,10 +354,11 @@ def _record(
     data: Interactions,
     budget: float,
     result: TrainResult,
-    snapshot_source: str,
-    prune_seconds: float,
+    pruning: PruneResult | None = None,
+    snapshot: Snapshot | None = None,
 ) -> dict[str, Any]:
-    """Evaluate test once and assemble the result record (see ARCHITECTURE.md)."""
+    """Evaluate test once and assemble the result record (see ARCHITECTURE.md); a pruning
+    method's records say how each ``snapshot`` of its stage 1 (``pruning``) was taken."""
     began = time.perf_counter()
     test = evaluate(
         model,
@@ -389,9 +397,10 @@ def _record(
         **{f"valid_{name}": value for name, value in result.best_metrics.items()},
         "best_epoch": result.best_epoch,
         "epochs": len(result.history),
-        "snapshot_source": snapshot_source,
+        "snapshot_source": snapshot.source if snapshot else "none",
+        "snapshot_bpr_loss": pruning.loss_before(snapshot) if pruning and snapshot else math.nan,
         **composition,
-        "prune_seconds": prune_seconds,
+        "prune_seconds": pruning.seconds if pruning else 0.0,
         "train_seconds": result.seconds,
         "eval_seconds": eval_seconds,
         "device": str(next(itertools.chain(model.parameters(), model.buffers())).device),

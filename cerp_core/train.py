@@ -127,6 +127,14 @@ class PruneResult:
     seconds: float
     initial_state: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
 
+    def loss_before(self, snapshot: Snapshot) -> float:
+        """Mean BPR loss of the :data:`LEARNT_WINDOW` steps up to ``snapshot``'s step (the last
+        step for a magnitude snapshot): how far the model had learnt when the mask was chosen
+        (``k ln 2`` for ``k`` negatives is chance)."""
+        end = len(self.steps) if snapshot.step is None else snapshot.step + 1
+        window = self.steps["bpr_loss"].iloc[max(1, end - LEARNT_WINDOW) : end].dropna()
+        return float(window.mean()) if len(window) else math.nan
+
 
 # ----------------------------------------------------------------------------- sampling, loss
 

@@ -47,7 +47,15 @@ def compared(results: pd.DataFrame) -> pd.DataFrame:
         c
         for c in results.columns
         if c.startswith(("recall@", "ndcg@", "valid_"))
-        or c in ("num_params", "memory_bytes", "best_epoch", "epochs", "snapshot_source")
+        or c
+        in (
+            "num_params",
+            "memory_bytes",
+            "best_epoch",
+            "epochs",
+            "snapshot_source",
+            "snapshot_bpr_loss",
+        )
     ]
     return results.set_index("row_key").sort_index()[columns]
 

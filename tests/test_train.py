@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -14,6 +16,8 @@ from cerp_core.embeddings import make_embedding
 from cerp_core.metrics import evaluate
 from cerp_core.models import make_model
 from cerp_core.train import (
+    PruneResult,
+    Snapshot,
     TrainConfig,
     bpr_loss,
     check_learnt,
@@ -209,6 +213,8 @@ def test_stage_one_learns_with_the_suite_regularizer(data: Interactions, backbon
     history = pruned.history.set_index("epoch")
     assert history.loc[last_epoch, "bpr_loss"] < math.log(2) - 0.05
     assert (history["pruning_loss"] < 0).all()  # the regularizer was on throughout
+    for snapshot in pruned.snapshots:  # what each record reports as snapshot_bpr_loss
+        assert pruned.loss_before(snapshot) < math.log(2) - 0.05
 
 
 def test_a_snapshot_before_the_model_learnt_is_refused(data: Interactions) -> None:
@@ -259,3 +265,15 @@ def test_bars_that_stop_early_end_as_finished(data: Interactions, monkeypatch) -
     assert any(bar.desc == "prune" for bar in bars)
     assert all(bar.n == bar.total and bar.disable for bar in bars)  # finished and closed
     assert {bar.desc for bar in bars} >= {"prune", "epoch 1"}
+
+
+def test_loss_before_a_snapshot_averages_the_steps_up_to_it() -> None:
+    losses = [math.nan, *[0.7] * 10, *[0.5] * 50, *[0.3] * 5]  # steps 0..65
+    steps = pd.DataFrame({"step": range(66), "epoch": 1, "num_nonzero": 0, "bpr_loss": losses})
+    pruned = PruneResult([], pd.DataFrame(), steps, 0.0)
+    at = Snapshot(target=1, masks={}, num_nonzero=1, step=60, source="threshold")
+    assert pruned.loss_before(at) == pytest.approx(0.5)  # steps 11..60
+    early = dataclasses.replace(at, step=3)
+    assert pruned.loss_before(early) == pytest.approx(0.7)  # steps 1..3: fewer than 50 exist
+    end = dataclasses.replace(at, step=None, source="magnitude")  # the last 50 steps: 16..65
+    assert pruned.loss_before(end) == pytest.approx((45 * 0.5 + 5 * 0.3) / 50)
