@@ -39,6 +39,9 @@ TINY: dict[str, Any] = {
 }
 TINY_ROWS = 5  # full at 1.0, hash at 0.2 and 0.1, cerp at 0.2 and 0.1 (one pruning run)
 TINY_RUNS = 4
+BACKEND_INVARIANT = (
+    "num_params", "memory_bytes", "best_epoch", "epochs", "snapshot_source", "snapshot_bpr_loss"
+)  # fmt: skip
 
 
 def compared(results: pd.DataFrame) -> pd.DataFrame:
@@ -46,16 +49,7 @@ def compared(results: pd.DataFrame) -> pd.DataFrame:
     columns = [
         c
         for c in results.columns
-        if c.startswith(("recall@", "ndcg@", "valid_"))
-        or c
-        in (
-            "num_params",
-            "memory_bytes",
-            "best_epoch",
-            "epochs",
-            "snapshot_source",
-            "snapshot_bpr_loss",
-        )
+        if c.startswith(("recall@", "ndcg@", "valid_")) or c in BACKEND_INVARIANT
     ]
     return results.set_index("row_key").sort_index()[columns]
 
