@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -208,7 +208,7 @@ def _save(
         save_checkpoint(checkpoint, state)
 
 
-class Progress:
+class Progress(Generic[T]):
     """The items of a loop, counted on a tqdm bar (:func:`progress_bar`)."""
 
     def __init__(self, items: Iterable[T], bar: tqdm) -> None:
@@ -225,7 +225,7 @@ class Progress:
 
 
 @contextlib.contextmanager
-def progress_bar(items: Iterable[T], **options: Any) -> Iterator[Progress]:
+def progress_bar(items: Iterable[T], **options: Any) -> Iterator[Progress[T]]:
     """Iterate ``items`` on a tqdm bar that ends as *finished* when the loop stops early on
     purpose (targets reached, early stopping): its total becomes the count reached, so a
     notebook bar ends green and labelled, not red; an exception leaves it as it stands.
