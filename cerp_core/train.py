@@ -132,8 +132,8 @@ class PruneResult:
         step for a magnitude snapshot): how far the model had learnt when the mask was chosen
         (``k ln 2`` for ``k`` negatives is chance)."""
         end = len(self.steps) if snapshot.step is None else snapshot.step + 1
-        window = self.steps["bpr_loss"].iloc[max(1, end - LEARNT_WINDOW) : end].dropna()
-        return float(window.mean()) if len(window) else math.nan
+        recent = recent_losses(self.steps["bpr_loss"].iloc[:end].tolist())
+        return sum(recent) / len(recent) if recent else math.nan
 
 
 # ----------------------------------------------------------------------------- sampling, loss
@@ -422,11 +422,16 @@ LEARNT_MARGIN = 0.005
 nothing: masks chosen then reflect the initialisation, not the data."""
 
 
+def recent_losses(losses: list[float]) -> list[float]:
+    """The measured (finite) step losses among the last :data:`LEARNT_WINDOW`."""
+    return [loss for loss in losses[-LEARNT_WINDOW:] if math.isfinite(loss)]
+
+
 def check_learnt(losses: list[float], chance: float, when: str) -> None:
     """Raise ``ValueError`` if the mean BPR loss of the last :data:`LEARNT_WINDOW` steps is
     still within :data:`LEARNT_MARGIN` of chance: a snapshot taken now would keep a mask chosen
     before the model learnt anything."""
-    recent = [loss for loss in losses[-LEARNT_WINDOW:] if math.isfinite(loss)]
+    recent = recent_losses(losses)
     mean = sum(recent) / len(recent) if recent else -math.inf  # nothing measured: no verdict
     if mean >= (1 - LEARNT_MARGIN) * chance:
         raise ValueError(
