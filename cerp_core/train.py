@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -35,6 +37,9 @@ Validate = Callable[[Recommender], dict[str, float]]
 T = TypeVar("T")
 
 
+THRESHOLD_SCHEDULES = ("epoch", "step")
+
+
 @dataclass
 class TrainConfig:
     """Optimisation settings of one training stage.
@@ -48,11 +53,13 @@ class TrainConfig:
         lr: Adam learning rate of embeddings and backbone (suite default 1e-2 converges in tens
             of epochs on CPU; the paper's code uses 1e-3, which ``protocol="paper"`` sets).
         weight_decay: Adam weight decay of embeddings and backbone (paper: 1e-5).
-        threshold_lr: Adam learning rate of pruning thresholds (``None``: ``lr``). A threshold
-            far below zero moves by about this much per step, so 0.01 from the suite's init of
-            -6 reaches CERP's Gowalla targets within 8 epochs at batch 8192 (the paper's 1e-3
-            takes ~9e4 steps from -100). On Gowalla with MF, 0.01 keeps more accuracy than 0.1,
-            which prunes before the model has learnt anything (see the README's results).
+        threshold_lr: How fast pruning thresholds move, read by ``threshold_schedule``.
+        threshold_schedule: ``"epoch"``: ``threshold_lr`` is the Adam learning rate of the
+            thresholds per *epoch*: each step gets ``threshold_lr / steps_per_epoch``, so the
+            thresholds travel the same distance per epoch of training samples at any batch size
+            (a threshold far below the weights moves by about its learning rate per Adam step,
+            whatever its tiny gradient). ``"step"``: the authors' form, ``threshold_lr`` per
+            step (``None``: ``lr``), which at batch 8,192 travels ~1/30 of what it does at 256.
         threshold_weight_decay: Adam weight decay of pruning thresholds. With thresholds far
             below zero this decay, not the task loss, is what raises them and prunes.
         l2: Weight of ``0.5 * ||E_batch||^2 / batch`` on the batch's layer-0 embeddings.
@@ -72,6 +79,7 @@ class TrainConfig:
     lr: float = 1e-2
     weight_decay: float = 0.0
     threshold_lr: float | None = 0.01
+    threshold_schedule: str = "step"
     threshold_weight_decay: float = 1e-5
     l2: float = 1e-4
     grad_clip: float | None = None
@@ -91,6 +99,16 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise ValueError(f"TrainConfig.{name} must be a finite number > 0, got {value}")
+        if self.threshold_schedule not in THRESHOLD_SCHEDULES:
+            raise ValueError(
+                f"TrainConfig.threshold_schedule must be one of {THRESHOLD_SCHEDULES}, got "
+                f"{self.threshold_schedule!r}"
+            )
+        if self.threshold_schedule == "epoch" and self.threshold_lr is None:
+            raise ValueError(
+                "TrainConfig.threshold_lr must be a number under threshold_schedule 'epoch' "
+                "(None, the weights' lr, is a per-step rate: use threshold_schedule 'step')"
+            )
         for name in ("weight_decay", "threshold_weight_decay", "l2"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
@@ -180,32 +198,43 @@ def bpr_loss(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write atomically: a kill mid-write leaves the previous checkpoint intact."""
-    save_torch_atomic(path, state)
+S = TypeVar("S")
 
 
 def _resume(
-    model: Recommender, optimizer: torch.optim.Optimizer, checkpoint: Path | None
-) -> dict[str, Any] | None:
-    """Restore model and optimiser from ``checkpoint``; the stage's own saved values, or None."""
+    model: Recommender,
+    optimizer: torch.optim.Optimizer,
+    checkpoint: Path | None,
+    kind: type[S],
+) -> S | None:
+    """Restore model and optimiser from ``checkpoint``; the stage's saved ``kind``, or None.
+
+    A checkpoint of another stage or an older layout is refused with its path: resuming from
+    it would silently restart or mix two runs."""
     state = load_checkpoint(checkpoint)
-    if state is not None:
-        model.load_state_dict(state.pop("model"))
-        optimizer.load_state_dict(state.pop("optimizer"))
-    return state
+    if state is None:
+        return None
+    if not isinstance(state.get("stage"), kind):
+        raise ValueError(
+            f"checkpoint {checkpoint} does not hold a {kind.__name__} (another stage, or written "
+            "by an older version of cerp-suite); delete it to restart this stage"
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return state["stage"]
 
 
 def _save(
     checkpoint: Path | None,
     model: Recommender,
     optimizer: torch.optim.Optimizer,
-    **progress: Any,
+    stage: Any,
 ) -> None:
-    """Checkpoint model, optimiser and the stage's ``progress`` (nothing without a path)."""
+    """Checkpoint model, optimiser and the stage's own dataclass, atomically (nothing without a
+    path): a kill mid-write leaves the previous checkpoint intact."""
     if checkpoint is not None:
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), **progress}
-        save_checkpoint(checkpoint, state)
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "stage": stage}
+        save_torch_atomic(checkpoint, state)
 
 
 class Progress(Generic[T]):
@@ -260,8 +289,19 @@ def _epoch_bar(start_epoch: int, config: TrainConfig, description: str):
 # ----------------------------------------------------------------------------- epochs
 
 
-def make_optimizer(model: Recommender, config: TrainConfig) -> torch.optim.Optimizer:
-    """Adam with the pruning thresholds in their own group (own lr and weight decay)."""
+def threshold_step_lr(config: TrainConfig, num_pairs: int) -> float:
+    """The thresholds' Adam learning rate per step under ``config.threshold_schedule``."""
+    if config.threshold_schedule == "step":
+        return config.lr if config.threshold_lr is None else config.threshold_lr
+    assert config.threshold_lr is not None  # checked by TrainConfig
+    return config.threshold_lr / math.ceil(num_pairs / config.batch_size)
+
+
+def make_optimizer(
+    model: Recommender, config: TrainConfig, num_pairs: int
+) -> torch.optim.Optimizer:
+    """Adam with the pruning thresholds in their own group: own weight decay, and the lr of
+    ``config.threshold_schedule`` for an epoch of ``num_pairs`` training pairs."""
     embedding = model.embedding
     thresholds = (
         embedding.threshold_parameters() if isinstance(embedding, PrunableEmbedding) else []
@@ -275,7 +315,7 @@ def make_optimizer(model: Recommender, config: TrainConfig) -> torch.optim.Optim
         groups.append(
             {
                 "params": thresholds,
-                "lr": config.lr if config.threshold_lr is None else config.threshold_lr,
+                "lr": threshold_step_lr(config, num_pairs),
                 "weight_decay": config.threshold_weight_decay,
             }
         )
@@ -354,6 +394,33 @@ def _run_epoch(
 # ----------------------------------------------------------------------------- stages
 
 
+def early_stopping(
+    score: float, best: float | None, stale: int, patience: int
+) -> tuple[bool, int, bool]:
+    """One validation's verdict: ``(improved, stale, stop)``.
+
+    ``improved`` when ``score`` beats ``best`` (any score beats ``None``); ``stale`` counts the
+    validations since the last improvement; ``stop`` once it reaches ``patience``.
+    """
+    improved = best is None or score > best
+    stale = 0 if improved else stale + 1
+    return improved, stale, stale >= patience
+
+
+@dataclass
+class TrainCheckpoint:
+    """What a training stage needs to resume: its rows, the best epoch so far, its clock."""
+
+    rows: list[dict[str, float]] = field(default_factory=list)
+    epoch: int = 0  # epochs finished
+    seconds: float = 0.0
+    best_epoch: int = -1
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    best_model: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    stale: int = 0
+    stopped: bool = False
+
+
 def train(
     model: Recommender,
     data: Interactions,
@@ -362,26 +429,17 @@ def train(
     checkpoint: Path | None = None,
     description: str = "train",
 ) -> TrainResult:
-    """Train with BPR; keep the best epoch by ``validate`` and stop early without progress.
+    """Train with BPR; keep the best epoch by ``validate`` and stop early without progress
+    (:func:`early_stopping`).
 
     Without ``validate`` every epoch runs and the last one is kept. With ``checkpoint`` the
     state is saved after each epoch and a rerun resumes from it.
     """
-    optimizer = make_optimizer(model, config)
-    state = _resume(model, optimizer, checkpoint)
-    rows: list[dict[str, float]] = []
-    best: dict[str, Any] = {"epoch": -1, "metrics": {}, "model": None, "stale": 0}
-    start_epoch, seconds = 0, 0.0
-    if state is not None:
-        rows, best, start_epoch, seconds = (
-            state["rows"],
-            state["best"],
-            state["epoch"] + 1,
-            state["seconds"],
-        )
-    with _epoch_bar(start_epoch, config, description) as epochs:
+    optimizer = make_optimizer(model, config, data.train.nnz)
+    state = _resume(model, optimizer, checkpoint, TrainCheckpoint) or TrainCheckpoint()
+    with _epoch_bar(state.epoch, config, description) as epochs:
         for epoch in epochs:
-            if best["stale"] >= config.patience:
+            if state.stopped:
                 break
             began = time.perf_counter()
             row: dict[str, float] = {
@@ -393,26 +451,25 @@ def train(
                 metrics = validate(model)
                 row.update(metrics)
                 score = metrics[config.selection_metric]
-                if best["model"] is None or score > best["metrics"][config.selection_metric]:
-                    best = {
-                        "epoch": epoch + 1,
-                        "metrics": metrics,
-                        "stale": 0,
-                        "model": copy.deepcopy(model.state_dict()),
-                    }
-                else:
-                    best["stale"] += 1
+                best = state.best_metrics.get(config.selection_metric)
+                improved, state.stale, state.stopped = early_stopping(
+                    score, best, state.stale, config.patience
+                )
+                if improved:
+                    state.best_epoch, state.best_metrics = epoch + 1, metrics
+                    state.best_model = copy.deepcopy(model.state_dict())
                 epochs.set_postfix(
                     {config.selection_metric: f"{score:.4f}", "loss": f"{row['bpr_loss']:.4f}"}
                 )
-            seconds += time.perf_counter() - began
-            row["seconds"] = seconds
-            rows.append(row)
-            _save(checkpoint, model, optimizer, rows=rows, best=best, epoch=epoch, seconds=seconds)
-    if best["model"] is not None:
-        model.load_state_dict(best["model"])
-    best_epoch = best["epoch"] if best["model"] is not None else len(rows)
-    return TrainResult(pd.DataFrame(rows), best_epoch, best["metrics"], seconds)
+            state.seconds += time.perf_counter() - began
+            row["seconds"] = state.seconds
+            state.rows.append(row)
+            state.epoch = epoch + 1
+            _save(checkpoint, model, optimizer, state)
+    if state.best_model is not None:
+        model.load_state_dict(state.best_model)
+    best_epoch = state.best_epoch if state.best_model is not None else len(state.rows)
+    return TrainResult(pd.DataFrame(state.rows), best_epoch, state.best_metrics, state.seconds)
 
 
 LEARNT_WINDOW = 50
@@ -441,6 +498,90 @@ def check_learnt(losses: list[float], chance: float, when: str) -> None:
         )
 
 
+@dataclass
+class PruneStep:
+    """What stage 1 reads after one optimiser step (step 0: the initialisation)."""
+
+    step: int
+    epoch: int
+    num_nonzero: int
+    bpr_loss: float  # NaN for step 0
+    threshold: float  # mean raw threshold over every entry; NaN for a table without thresholds
+
+
+Masks = dict[str, torch.Tensor]
+
+
+@dataclass
+class SnapshotTracker:
+    """Stage 1's decisions: fed one :class:`PruneStep` per optimiser step, it logs the steps
+    and takes a snapshot for every target the non-zero count reaches, after checking that the
+    model has learnt (:func:`check_learnt`). Plain data, so it travels in a checkpoint.
+
+    Args:
+        pending: Targets not reached yet, descending.
+        chance: BPR loss of a model that learnt nothing (``k ln 2``).
+        steps: Every step so far, the initialisation first.
+        snapshots: The snapshots taken, largest target first.
+    """
+
+    pending: list[int]
+    chance: float
+    steps: list[PruneStep] = field(default_factory=list)
+    snapshots: list[Snapshot] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        """Every target has its snapshot."""
+        return not self.pending
+
+    def observe(self, step: PruneStep, masks: Callable[[], Masks]) -> bool:
+        """Log ``step``; snapshot (``masks()``, read only then) each target it reaches. Returns
+        whether every target is reached."""
+        self.steps.append(step)
+        while self.pending and step.num_nonzero <= self.pending[0]:
+            losses = [s.bpr_loss for s in self.steps]
+            check_learnt(losses, self.chance, f"step {step.step} (target {self.pending[0]})")
+            target = self.pending.pop(0)
+            self.snapshots.append(
+                Snapshot(target, masks(), step.num_nonzero, step.step, "threshold")
+            )
+        return self.done
+
+    def complete_by_magnitude(self, magnitude_masks: Callable[[int], Masks]) -> None:
+        """Snapshot every target left by ``magnitude_masks(target)`` (``source="magnitude"``)."""
+        if self.pending:
+            losses = [s.bpr_loss for s in self.steps]
+            check_learnt(
+                losses, self.chance, f"the end of stage 1 (magnitude snapshots for {self.pending})"
+            )
+        for target in self.pending:
+            masks = magnitude_masks(target)
+            count = int(sum(int(m.sum()) for m in masks.values()))
+            self.snapshots.append(Snapshot(target, masks, count, None, "magnitude"))
+        self.pending = []
+
+
+@dataclass
+class PruneCheckpoint:
+    """What stage 1 needs to resume: the initial state, the tracker, epoch rows, its clock."""
+
+    initial: dict[str, torch.Tensor] = field(repr=False)
+    tracker: SnapshotTracker
+    rows: list[dict[str, float]] = field(default_factory=list)
+    epoch: int = 0  # epochs finished
+    seconds: float = 0.0
+
+
+def mean_threshold(embedding: PrunableEmbedding) -> float:
+    """Mean raw threshold over every entry of every table (NaN without thresholds)."""
+    raws = embedding.threshold_parameters()
+    if not raws:
+        return math.nan
+    total = sum(float(raw.detach().sum()) for raw in raws)
+    return total / sum(raw.numel() for raw in raws)
+
+
 def prune(
     model: Recommender,
     data: Interactions,
@@ -449,98 +590,70 @@ def prune(
 ) -> PruneResult:
     """Stage 1: train with soft thresholds (and CERP's regularizer) until each target is hit.
 
-    After every optimiser step the exact non-zero count is read; the first time it is at or
-    below a target the masks are kept, and the stage ends at the step that reaches the last.
-    Targets still unreached after ``config.epochs`` epochs are completed by magnitude pruning of
-    the effective weights (``source="magnitude"``).
+    After every optimiser step the exact non-zero count goes to a :class:`SnapshotTracker`,
+    which keeps the masks the first time the count is at or below a target; the stage ends at
+    the step that reaches the last. Targets still unreached after ``config.epochs`` epochs are
+    completed by magnitude pruning of the effective weights (``source="magnitude"``).
     """
     embedding = model.embedding
     if not isinstance(embedding, PrunableEmbedding):
         raise TypeError(f"{type(embedding).__name__} is not prunable")
-    optimizer = make_optimizer(model, config)
+    optimizer = make_optimizer(model, config, data.train.nnz)
     initial = copy.deepcopy(model.state_dict())
-    state = _resume(model, optimizer, checkpoint)
+    state = _resume(model, optimizer, checkpoint, PruneCheckpoint)
     if state is None:
-        snapshots: list[Snapshot] = []
-        rows: list[dict[str, float]] = []
-        steps: list[tuple[int, int, int]] = [(0, 0, embedding.num_nonzero())]
-        step_losses: list[float] = [math.nan]  # the BPR loss of each step (none before step 1)
-        start_epoch, seconds = 0, 0.0
-    else:
-        initial, snapshots, rows, steps = (
-            state["initial"],
-            state["snapshots"],
-            state["rows"],
-            state["steps"],
-        )
-        step_losses = state.get("step_losses", [math.nan] * len(steps))  # checkpoints before losses
-        start_epoch, seconds = state["epoch"] + 1, state["seconds"]
-    chance = float(bpr_loss(torch.zeros(1), torch.zeros(1, config.num_negatives)))
-    pending = [t for t in embedding.targets if t not in {s.target for s in snapshots}]
-    if state is None and pending and steps[0][2] <= pending[0]:
-        raise ValueError(
-            f"the table starts with {steps[0][2]} non-zeros, at or below the target "
-            f"{pending[0]}: its initial thresholds prune it before any training; lower "
-            "threshold_init or enlarge the table (bucket_factor)"
-        )
+        chance = float(bpr_loss(torch.zeros(1), torch.zeros(1, config.num_negatives)))
+        start = PruneStep(0, 0, embedding.num_nonzero(), math.nan, mean_threshold(embedding))
+        state = PruneCheckpoint(initial, SnapshotTracker(list(embedding.targets), chance, [start]))
+        if embedding.targets and start.num_nonzero <= embedding.targets[0]:
+            raise ValueError(
+                f"the table starts with {start.num_nonzero} non-zeros, at or below the target "
+                f"{embedding.targets[0]}: its initial thresholds prune it before any training; "
+                "lower threshold_init or enlarge the table (bucket_factor)"
+            )
+    tracker = state.tracker
 
     def on_step(epoch: int, loss: float) -> bool:
-        """Record the non-zeros, snapshot reached targets; True once none is left."""
-        nonzero = embedding.num_nonzero()
-        steps.append((len(steps), epoch + 1, nonzero))
-        step_losses.append(loss)
-        while pending and nonzero <= pending[0]:
-            check_learnt(step_losses, chance, f"step {len(steps) - 1} (target {pending[0]})")
-            snapshots.append(
-                Snapshot(
-                    pending.pop(0), embedding.current_masks(), nonzero, len(steps) - 1, "threshold"
-                )
-            )
-        return not pending
+        step = PruneStep(
+            len(tracker.steps), epoch + 1, embedding.num_nonzero(), loss, mean_threshold(embedding)
+        )
+        return tracker.observe(step, embedding.current_masks)
 
-    with _epoch_bar(start_epoch, config, "prune") as epochs:
+    with _epoch_bar(state.epoch, config, "prune") as epochs:
         for epoch in epochs:
-            if not pending:
+            if tracker.done:
                 break
             began = time.perf_counter()
             losses = _run_epoch(
-                model, optimizer, data, config, epoch, epoch, lambda x, e=epoch: on_step(e, x)
+                model, optimizer, data, config, epoch, epoch, functools.partial(on_step, epoch)
             )
-            seconds += time.perf_counter() - began
-            nonzero = steps[-1][2]
-            rows.append({"epoch": epoch + 1, **losses, "num_nonzero": nonzero, "seconds": seconds})
-            epochs.set_postfix({"nonzero": nonzero, "targets_left": len(pending)})
-            _save(
-                checkpoint,
-                model,
-                optimizer,
-                initial=initial,
-                snapshots=snapshots,
-                rows=rows,
-                steps=steps,
-                step_losses=step_losses,
-                epoch=epoch,
-                seconds=seconds,
+            state.seconds += time.perf_counter() - began
+            last = tracker.steps[-1]
+            state.rows.append(
+                {
+                    "epoch": epoch + 1,
+                    **losses,
+                    "num_nonzero": last.num_nonzero,
+                    "threshold": last.threshold,
+                    "seconds": state.seconds,
+                }
             )
-    if pending:
-        check_learnt(step_losses, chance, f"the end of stage 1 (magnitude snapshots for {pending})")
-    for target in pending:
-        masks = embedding.magnitude_masks(target)
-        count = int(sum(int(m.sum()) for m in masks.values()))
-        snapshots.append(Snapshot(target, masks, count, None, "magnitude"))
-    empty = [s.target for s in snapshots if s.num_nonzero == 0]
+            state.epoch = epoch + 1
+            epochs.set_postfix({"nonzero": last.num_nonzero, "targets_left": len(tracker.pending)})
+            _save(checkpoint, model, optimizer, state)
+    tracker.complete_by_magnitude(embedding.magnitude_masks)
+    empty = [s.target for s in tracker.snapshots if s.num_nonzero == 0]
     if empty:
         raise ValueError(
             f"pruning left no non-zero entry for the target(s) {empty}: a table without "
             "parameters cannot be retrained; the thresholds overshot (lower threshold_lr)"
         )
-    snapshots.sort(key=lambda s: -s.target)
     return PruneResult(
-        snapshots,
-        pd.DataFrame(rows),
-        pd.DataFrame(steps, columns=["step", "epoch", "num_nonzero"]).assign(bpr_loss=step_losses),
-        seconds,
-        initial,
+        sorted(tracker.snapshots, key=lambda s: -s.target),
+        pd.DataFrame(state.rows),
+        pd.DataFrame([dataclasses.asdict(step) for step in tracker.steps]),
+        state.seconds,
+        state.initial,
     )
 
 

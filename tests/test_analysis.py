@@ -56,9 +56,11 @@ def test_complementarity_of_hand_made_masks() -> None:
     ones = torch.ones(2, 2)
     table.rewind({"P": torch.tensor([[1, 0], [0, 0]]).bool(), "Q": ones.bool()})
     with torch.no_grad():
-        table.P.copy_(ones)
-        table.Q.copy_(ones)
-        table.Q[1] = 0.0  # entities 2 and 3 use Q row 1: zero unless P adds something
+        table.tables["P"].weight.copy_(ones)
+        table.tables["Q"].weight.copy_(ones)
+        table.tables["Q"].weight[1] = (
+            0.0  # entities 2 and 3 use Q row 1: zero unless P adds something
+        )
     # entity e: P row e % 2, Q row e // 2 -> (0,0) (1,0) (0,1) (1,1)
     stats = analysis.complementarity(table)
     # pairs (entity, dim): e0 both|only_Q, e1 only_Q|only_Q, e2 only_P|zero, e3 zero|zero

@@ -131,7 +131,7 @@ def test_cerp_bucket_rule_by_hand():
     table = make_embedding("cerp", 70839, 128, [0.05, 0.01])
     assert isinstance(table, CERPEmbedding)
     assert table.bucket_size == 7084 and table.targets == (453369, 90673)
-    assert torch.all(table.P_threshold == SUITE_THRESHOLD_INIT)
+    assert torch.all(table.tables["P"].threshold == SUITE_THRESHOLD_INIT)
     # a tiny budget falls back on the smallest bucket size with unique pairs
     assert cerp_bucket_size(70839, 128, max_parameters(0.001, 70839, 128)) == 267
     assert make_embedding("cerp", 100, 4, 0.5, bucket_factor=1.0).bucket_size == 25
@@ -140,7 +140,7 @@ def test_cerp_bucket_rule_by_hand():
 
 def test_overrides_reach_the_constructor():
     paper = make_embedding("cerp", 70839, 8, 0.05, bucket_size=1000, threshold_init=-100.0)
-    assert paper.bucket_size == 1000 and torch.all(paper.Q_threshold == -100.0)
+    assert paper.bucket_size == 1000 and torch.all(paper.tables["Q"].threshold == -100.0)
     concat = make_embedding("cerp", 1000, 8, 0.05, combine="concat")
     assert concat.output_dim == 16
     suite = make_embedding("cerp", 1000, 8, 0.05)
@@ -149,7 +149,10 @@ def test_overrides_reach_the_constructor():
     assert (paper_reg.regularizer_weight, paper_reg.regularizer_decay) == (1.0, 0.5)
     assert make_embedding("cerp-noreg", 1000, 8, 0.05).regularizer_weight == 0.0
     pep = make_embedding("pep", 1000, 8, [0.1, 0.05], threshold="global")
-    assert pep.weight_threshold.shape == (1, 1) and pep.weight_threshold.item() == -6.0
+    assert (
+        pep.tables["weight"].threshold.shape == (1, 1)
+        and pep.tables["weight"].threshold.item() == -6.0
+    )
     qr = make_embedding("qr", 1000, 8, 0.5, combine="concat")
     assert isinstance(qr, QREmbedding) and qr.output_dim == 16
     tt = make_embedding("tt", 1000, 8, 0.1, row_factors=(20, 10, 5))

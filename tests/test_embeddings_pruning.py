@@ -54,9 +54,9 @@ def test_soft_threshold_by_hand():
 
 def test_pep_element_wise_forward_counts_and_bytes(device):
     table = PEPEmbedding(3, 2, threshold="element-wise").to(device)
-    set_(table.weight, [[0.5, -0.2], [0.05, -0.6], [0.3, 0.0]])
+    set_(table.tables["weight"].weight, [[0.5, -0.2], [0.05, -0.6], [0.3, 0.0]])
     set_(
-        table.weight_threshold,
+        table.tables["weight"].threshold,
         [[logit(p) for p in row] for row in [[0.1, 0.1], [0.1, 0.5], [0.25, 0.1]]],
     )
     expected = [[0.4, -0.1], [0.0, -0.1], [0.05, 0.0]]
@@ -74,7 +74,7 @@ def test_pep_element_wise_forward_counts_and_bytes(device):
     assert report.bitmask_bytes == bitmask_bytes(6, 4) == 17
     assert (report.inference_bytes, report.inference_format) == (17, "bitmask")
     assert report.training_only_bytes == 24
-    assert table.threshold_parameters() == [table.weight_threshold]
+    assert table.threshold_parameters() == [table.tables["weight"].threshold]
     assert table.pruning_loss(torch.ones(2, 2, device=device), epoch=0).item() == 0.0
 
 
@@ -88,10 +88,10 @@ def test_pep_element_wise_forward_counts_and_bytes(device):
 )
 def test_pep_threshold_granularities_gather_the_right_rows(device, kind, shape, raw):
     table = PEPEmbedding(3, 2, threshold=kind).to(device)
-    assert tuple(table.weight_threshold.shape) == shape
+    assert tuple(table.tables["weight"].threshold.shape) == shape
     weight = [[0.5, -0.2], [0.05, -0.6], [0.3, 0.0]]
-    set_(table.weight, weight)
-    set_(table.weight_threshold, [logit(p) for p in raw])
+    set_(table.tables["weight"].weight, weight)
+    set_(table.tables["weight"].threshold, [logit(p) for p in raw])
     thresholds = torch.tensor(raw).reshape(shape).expand(3, 2)
     w = torch.tensor(weight)
     expected = torch.sign(w) * torch.relu(w.abs() - thresholds)
@@ -110,8 +110,8 @@ def test_unknown_threshold_kind_is_rejected():
 
 def cerp_by_hand(combine: str, threshold: str = "element-wise") -> CERPEmbedding:
     table = CERPEmbedding(7, 2, bucket_size=3, combine=combine, threshold=threshold)
-    set_(table.P, [[1.0, 0.2], [-0.5, 2.0], [0.1, -1.0]])
-    set_(table.Q, [[0.5, 0.5], [-2.0, 0.3], [1.0, 0.0]])
+    set_(table.tables["P"].weight, [[1.0, 0.2], [-0.5, 2.0], [0.1, -1.0]])
+    set_(table.tables["Q"].weight, [[0.5, 0.5], [-2.0, 0.3], [1.0, 0.0]])
     for raw in table.threshold_parameters():
         with torch.no_grad():
             raw.fill_(logit(0.25))
@@ -155,10 +155,15 @@ def test_cerp_official_defaults():
     torch.manual_seed(0)
     table = CERPEmbedding(100, 8, bucket_size=10)
     assert table.combine == "add"
-    assert table.P_threshold.shape == table.P.shape == (10, 8)
-    assert torch.all(table.P_threshold == -100.0) and torch.all(table.Q_threshold == -100.0)
+    assert table.tables["P"].threshold.shape == table.tables["P"].weight.shape == (10, 8)
+    assert torch.all(table.tables["P"].threshold == -100.0) and torch.all(
+        table.tables["Q"].threshold == -100.0
+    )
     bound = math.sqrt(6 / (10 + 8))  # Xavier uniform, as in com_embedding.py
-    assert table.P.abs().max() <= bound and table.P.abs().max() > 0.8 * bound
+    assert (
+        table.tables["P"].weight.abs().max() <= bound
+        and table.tables["P"].weight.abs().max() > 0.8 * bound
+    )
     assert table.num_nonzero() == 2 * 10 * 8
     # the paper's gamma_0 = 1 summed over its 70-row batches is 70 as a per-row mean
     assert (table.regularizer_weight, table.regularizer_decay) == (PAPER_BATCH_ROWS, 0.5)
@@ -233,7 +238,7 @@ def test_cerp_without_regularizer_and_after_rewind_has_no_pruning_loss():
 
 def test_magnitude_masks_keep_exactly_the_largest_with_ties_by_position():
     table = MagnitudePrunedEmbedding(2, 3, targets=(2,))
-    set_(table.weight, [[3.0, -2.0, 2.0], [2.0, 0.0, 1.0]])
+    set_(table.tables["weight"].weight, [[3.0, -2.0, 2.0], [2.0, 0.0, 1.0]])
     assert table.threshold_parameters() == []
     assert table.num_nonzero() == 5
 
@@ -248,8 +253,8 @@ def test_magnitude_masks_keep_exactly_the_largest_with_ties_by_position():
 
 def test_magnitude_masks_rank_both_cerp_tables_jointly():
     table = CERPEmbedding(4, 2, bucket_size=2)
-    set_(table.P, [[0.9, 0.1], [0.3, -0.8]])
-    set_(table.Q, [[-0.5, 0.2], [0.7, 0.05]])
+    set_(table.tables["P"].weight, [[0.9, 0.1], [0.3, -0.8]])
+    set_(table.tables["Q"].weight, [[-0.5, 0.2], [0.7, 0.05]])
     masks = table.magnitude_masks(3)
     assert masks["P"].tolist() == [[True, False], [False, True]]
     assert masks["Q"].tolist() == [[False, False], [True, False]]
@@ -309,13 +314,12 @@ def test_rewind_fixes_masks_and_gradients_reach_only_kept_entries(device, kind):
         "cerp": lambda: CERPEmbedding(30, 4, bucket_size=6, threshold_init=-4.0),
     }[kind]().to(device)
     with torch.no_grad():  # pretend stage 1 trained the weights
-        for name in table.pruned_tables:
-            getattr(table, name).mul_(torch.rand_like(getattr(table, name)) * 2)
+        for part in table.tables.values():
+            part.weight.mul_(torch.rand_like(part.weight) * 2)
     masks = table.magnitude_masks(table.num_nonzero() // 2)
     table.rewind(masks)
-    for name in table.pruned_tables:
-        initial = getattr(table, f"{name}_initial")
-        assert torch.equal(getattr(table, name), initial * masks[name])
+    for name, part in table.tables.items():
+        assert torch.equal(part.weight, part.initial * masks[name])
     fixed = {name: m.clone() for name, m in table.current_masks().items()}
     assert all(torch.equal(fixed[n], masks[n]) for n in masks)
     with torch.no_grad():  # thresholds are off: even a huge threshold changes nothing
@@ -329,15 +333,14 @@ def test_rewind_fixes_masks_and_gradients_reach_only_kept_entries(device, kind):
         loss = (table(torch.arange(30, device=device)) - 1.0).square().sum()
         optimizer.zero_grad()
         loss.backward()
-        for name in table.pruned_tables:
-            assert torch.all(getattr(table, name).grad[~masks[name]] == 0)
-            assert torch.any(getattr(table, name).grad[masks[name]] != 0)
+        for name, part in table.tables.items():
+            assert torch.all(part.weight.grad[~masks[name]] == 0)
+            assert torch.any(part.weight.grad[masks[name]] != 0)
         optimizer.step()
-    for name in table.pruned_tables:
-        weight = getattr(table, name)
-        assert torch.all(weight[~masks[name]] == 0)
-        assert not torch.equal(weight, getattr(table, f"{name}_initial") * masks[name])
-        assert torch.equal(getattr(table, f"{name}_mask"), masks[name])
+    for name, part in table.tables.items():
+        assert torch.all(part.weight[~masks[name]] == 0)
+        assert not torch.equal(part.weight, part.initial * masks[name])
+        assert torch.equal(part.mask, masks[name])
     assert table.num_nonzero() <= sum(int(m.sum()) for m in masks.values())
 
 

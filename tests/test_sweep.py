@@ -316,7 +316,7 @@ from pathlib import Path
 import cerp_core.train
 from cerp_core.sweep import SweepConfig, run_sweep
 
-save = cerp_core.train.save_checkpoint
+save = cerp_core.train.save_torch_atomic
 
 def save_then_stall(path, state):
     save(path, state)
@@ -324,7 +324,7 @@ def save_then_stall(path, state):
         print("stalled", flush=True)
         time.sleep(600)
 
-cerp_core.train.save_checkpoint = save_then_stall
+cerp_core.train.save_torch_atomic = save_then_stall
 run_sweep(SweepConfig.from_yaml(Path(sys.argv[1])), sys.argv[2])
 """
 

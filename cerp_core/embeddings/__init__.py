@@ -25,7 +25,7 @@ from cerp_core.embeddings.hashing import HashEmbedding
 from cerp_core.embeddings.lowdim import LowDimEmbedding
 from cerp_core.embeddings.magnitude import MagnitudePrunedEmbedding
 from cerp_core.embeddings.pep import PEPEmbedding
-from cerp_core.embeddings.pruning import PrunableEmbedding, soft_threshold
+from cerp_core.embeddings.pruning import PrunableEmbedding, PrunedTable, soft_threshold
 from cerp_core.embeddings.qr import QREmbedding
 from cerp_core.embeddings.tt import TTEmbedding
 
@@ -43,6 +43,7 @@ __all__ = [
     "MemoryReport",
     "PEPEmbedding",
     "PrunableEmbedding",
+    "PrunedTable",
     "QREmbedding",
     "TTEmbedding",
     "cerp_bucket_size",

@@ -9,7 +9,7 @@ from typing import Literal
 import torch
 
 from cerp_core.embeddings.base import Init, compose, init_table
-from cerp_core.embeddings.pruning import PrunableEmbedding, Threshold
+from cerp_core.embeddings.pruning import PrunableEmbedding, PrunedTable, Threshold
 
 PAPER_BATCH_ROWS = 70
 """Rows of the authors' regularized batch: 10 users and their 10 x (1 + 5) items. Their loss
@@ -126,14 +126,13 @@ class CERPEmbedding(PrunableEmbedding):
         self.regularizer_decay = regularizer_decay
         self.regularizer_sharpness = regularizer_sharpness
         for name in ("P", "Q"):
-            self.add_pruned_table(
-                name, init_table(bucket_size, dim, init), threshold, threshold_init
-            )
+            initial = init_table(bucket_size, dim, init)
+            self.tables[name] = PrunedTable(initial, threshold, threshold_init)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         rows_p, rows_q = composition_indices(ids, self.num_entities, self.bucket_size)
         return compose(
-            self.effective_rows("P", rows_p), self.effective_rows("Q", rows_q), self.combine
+            self.tables["P"].effective(rows_p), self.tables["Q"].effective(rows_q), self.combine
         )
 
     def pruning_loss(self, embeddings: torch.Tensor, epoch: float) -> torch.Tensor:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from cerp_core.embeddings.base import init_table
-from cerp_core.embeddings.pruning import PrunableEmbedding
+from cerp_core.embeddings.pruning import PrunableEmbedding, PrunedTable
 
 
 class MagnitudePrunedEmbedding(PrunableEmbedding):
@@ -35,7 +35,7 @@ class MagnitudePrunedEmbedding(PrunableEmbedding):
         self, num_entities: int, dim: int, targets: Sequence[int] = (), init_std: float = 0.1
     ) -> None:
         super().__init__(num_entities, dim, targets=targets)
-        self.add_pruned_table("weight", init_table(num_entities, dim, "normal", init_std))
+        self.tables["weight"] = PrunedTable(init_table(num_entities, dim, "normal", init_std))
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.effective_rows("weight", ids)
+        return self.tables["weight"].effective(ids)

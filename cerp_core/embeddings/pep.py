@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from cerp_core.embeddings.base import Init, init_table
-from cerp_core.embeddings.pruning import PrunableEmbedding, Threshold
+from cerp_core.embeddings.pruning import PrunableEmbedding, PrunedTable, Threshold
 
 
 class PEPEmbedding(PrunableEmbedding):
@@ -52,9 +52,9 @@ class PEPEmbedding(PrunableEmbedding):
         init: Init = "xavier_uniform",
     ) -> None:
         super().__init__(num_entities, dim, targets=targets)
-        self.add_pruned_table(
-            "weight", init_table(num_entities, dim, init), threshold, threshold_init
+        self.tables["weight"] = PrunedTable(
+            init_table(num_entities, dim, init), threshold, threshold_init
         )
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.effective_rows("weight", ids)
+        return self.tables["weight"].effective(ids)

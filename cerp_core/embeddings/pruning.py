@@ -46,21 +46,94 @@ def threshold_shape(kind: Threshold, rows: int, dim: int) -> tuple[int, int]:
     return shapes[kind]
 
 
-class PrunableEmbedding(CompactEmbedding):
-    """A table made of pruned ``[rows, dim]`` arrays that goes through two stages.
+class PrunedTable(nn.Module):
+    """One pruned ``[rows, dim]`` array: its weight, learnable raw thresholds (or none), the
+    initial values it rewinds to, and the mask fixed by :meth:`rewind`.
 
-    *Stage 1 (prune)*: each array ``W`` enters :meth:`forward` as its effective weights,
-    ``soft_threshold(W, S)`` when it has learnable raw thresholds ``S`` (``<name>_threshold``),
-    else ``W`` itself. The trainer watches :meth:`num_nonzero` after every optimiser step and
-    stores :meth:`current_masks` the first time it is at most a target (``targets``, descending);
+    Stage 1: :meth:`effective` is ``soft_threshold(weight, threshold)`` (``weight`` itself
+    without thresholds). Stage 2, after :meth:`rewind`: ``weight * mask``, so pruned entries get
+    zero gradient, stay zero under Adam (with or without weight decay, given a fresh optimiser)
+    and the non-zero count never grows. Initial values, mask and stage travel in
+    ``state_dict``, so a fresh instance rewinds correctly after ``load_state_dict``.
+
+    Args:
+        initial: The array's values at construction, ``[rows, dim]``.
+        threshold: Granularity of the raw thresholds (:func:`threshold_shape`); ``None`` for
+            none (magnitude pruning). (default: ``None``)
+        threshold_init: Value of every raw threshold at construction. (default: ``0.0``)
+    """
+
+    def __init__(
+        self,
+        initial: torch.Tensor,
+        threshold: Threshold | None = None,
+        threshold_init: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(initial.clone())
+        self.threshold: nn.Parameter | None
+        if threshold is None:
+            self.register_parameter("threshold", None)
+        else:
+            shape = threshold_shape(threshold, *initial.shape)
+            raw = torch.full(shape, float(threshold_init), dtype=initial.dtype)
+            self.threshold = nn.Parameter(raw)
+        self.initial: torch.Tensor
+        self.mask: torch.Tensor
+        self.register_buffer("initial", initial.clone())
+        self.register_buffer("mask", torch.ones_like(initial, dtype=torch.bool))
+        self.rewound = False
+
+    def effective(self, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Effective weights (rows ``index`` only, if given).
+
+        Thresholding commutes with gathering rows, so the cheaper order is taken: gather first
+        when fewer rows are asked for than the table has (a large PEP table), threshold the
+        whole table first otherwise (CERP's small tables under a large batch).
+        """
+        weight = self.weight
+        if index is not None and index.numel() >= weight.shape[0]:
+            return gather_rows(self.effective(), index)
+        if index is not None:
+            weight = gather_rows(weight, index)
+        if self.rewound:
+            return weight * (self.mask if index is None else self.mask[index])
+        raw = self.threshold
+        if raw is None:
+            return weight
+        if index is not None and raw.shape[0] > 1:
+            raw = gather_rows(raw, index)
+        return soft_threshold(weight, raw)
+
+    @torch.no_grad()
+    def rewind(self, mask: torch.Tensor) -> None:
+        """Stage 2: weight <- initial values * ``mask``, thresholds off, mask fixed from now on."""
+        if mask.shape != self.mask.shape:
+            raise ValueError(f"mask shape {tuple(mask.shape)} != {tuple(self.mask.shape)}")
+        self.mask.copy_(mask)
+        self.weight.copy_(self.initial * self.mask)
+        self.rewound = True
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"rewound": self.rewound}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.rewound = bool(state["rewound"])
+
+    def extra_repr(self) -> str:
+        return f"rows={self.weight.shape[0]}, dim={self.weight.shape[1]}, rewound={self.rewound}"
+
+
+class PrunableEmbedding(CompactEmbedding):
+    """A table made of :class:`PrunedTable` arrays (``tables``, by name) in two stages.
+
+    *Stage 1 (prune)*: each array enters :meth:`forward` through its effective weights. The
+    trainer watches :meth:`num_nonzero` after every optimiser step and stores
+    :meth:`current_masks` the first time it is at most a target (``targets``, descending);
     targets not reached by the end of the stage get :meth:`magnitude_masks`.
 
-    *Stage 2 (retrain)*: :meth:`rewind` resets ``W`` to its values at construction (the buffer
-    ``<name>_initial``) times the snapshot's mask (the buffer ``<name>_mask``) and switches the
-    thresholds off; from then on the effective weights are ``W * mask``, so pruned entries get
-    zero gradient, stay zero under Adam (with or without weight decay, given a fresh optimiser)
-    and the non-zero count never grows. Masks, initial values and the stage travel in
-    ``state_dict``, so a fresh instance rewinds correctly after ``load_state_dict``.
+    *Stage 2 (retrain)*: :meth:`rewind` resets every array to its initial values times the
+    snapshot's mask and switches the thresholds off (see :class:`PrunedTable`).
 
     Budget measure: :meth:`num_parameters` is :meth:`num_nonzero`; thresholds are not counted.
     :meth:`memory` reports dense float32 storage of the arrays, CSR storage of the effective
@@ -87,54 +160,17 @@ class PrunableEmbedding(CompactEmbedding):
         if any(int(t) < 0 for t in targets):
             raise ValueError(f"targets must be non-negative, got {tuple(targets)}")
         self.targets: tuple[int, ...] = tuple(sorted({int(t) for t in targets}, reverse=True))
-        self.pruned_tables: tuple[str, ...] = ()
-        self.rewound = False
+        self.tables = nn.ModuleDict()
 
-    def add_pruned_table(
-        self,
-        name: str,
-        initial: torch.Tensor,
-        threshold: Threshold | None = None,
-        threshold_init: float = 0.0,
-    ) -> None:
-        """Register the array ``name`` with its initial copy, an all-true mask and, when
-        ``threshold`` is given, raw thresholds ``<name>_threshold`` filled with
-        ``threshold_init``."""
-        self.register_parameter(name, nn.Parameter(initial.clone()))
-        self.register_buffer(f"{name}_initial", initial.clone())
-        self.register_buffer(f"{name}_mask", torch.ones_like(initial, dtype=torch.bool))
-        if threshold is not None:
-            shape = threshold_shape(threshold, *initial.shape)
-            raw = torch.full(shape, float(threshold_init), dtype=initial.dtype)
-            self.register_parameter(f"{name}_threshold", nn.Parameter(raw))
-        self.pruned_tables = (*self.pruned_tables, name)
-
-    def effective_rows(self, name: str, index: torch.Tensor | None = None) -> torch.Tensor:
-        """Effective weights of table ``name`` (rows ``index`` only, if given).
-
-        Thresholding commutes with gathering rows, so the cheaper order is taken: gather first
-        when fewer rows are asked for than the table has (a large PEP table), threshold the
-        whole table first otherwise (CERP's small tables under a large batch).
-        """
-        weight = self._parameters[name]
-        if index is not None and index.numel() >= weight.shape[0]:
-            return gather_rows(self.effective_rows(name), index)
-        if index is not None:
-            weight = gather_rows(weight, index)
-        if self.rewound:
-            mask = self._buffers[f"{name}_mask"]
-            return weight * (mask if index is None else mask[index])
-        raw = self._parameters.get(f"{name}_threshold")
-        if raw is None:
-            return weight
-        if index is not None and raw.shape[0] > 1:
-            raw = gather_rows(raw, index)
-        return soft_threshold(weight, raw)
+    @property
+    def rewound(self) -> bool:
+        """Whether stage 2 has begun (:meth:`rewind`)."""
+        return any(table.rewound for table in self.tables.values())
 
     @torch.no_grad()
     def effective_weights(self) -> dict[str, torch.Tensor]:
         """The effective (thresholded or masked) arrays, detached, keyed by table name."""
-        return {name: self.effective_rows(name) for name in self.pruned_tables}
+        return {name: table.effective() for name, table in self.tables.items()}
 
     def num_nonzero(self) -> int:
         """Exact number of non-zeros over the effective arrays."""
@@ -167,29 +203,29 @@ class PrunableEmbedding(CompactEmbedding):
             name: p.reshape(w.shape) for (name, w), p in zip(weights.items(), parts, strict=True)
         }
 
-    @torch.no_grad()
     def rewind(self, masks: dict[str, torch.Tensor]) -> None:
-        """Stage 2: weights <- initial values * mask, thresholds off, mask fixed from now on."""
-        if set(masks) != set(self.pruned_tables):
-            raise ValueError(f"need masks for {self.pruned_tables}, got {tuple(masks)}")
-        for name in self.pruned_tables:
-            weight, mask = self._parameters[name], self._buffers[f"{name}_mask"]
-            if masks[name].shape != mask.shape:
+        """Stage 2 for every table: weights <- initial values * mask, thresholds off."""
+        if set(masks) != set(self.tables):
+            raise ValueError(f"need masks for {tuple(self.tables)}, got {tuple(masks)}")
+        for name, table in self.tables.items():
+            if masks[name].shape != table.mask.shape:
                 raise ValueError(
-                    f"mask {name}: shape {tuple(masks[name].shape)} != {tuple(mask.shape)}"
+                    f"mask {name}: shape {tuple(masks[name].shape)} != {tuple(table.mask.shape)}"
                 )
-            mask.copy_(masks[name])
-            weight.copy_(self._buffers[f"{name}_initial"] * mask)
-        self.rewound = True
+        for name, table in self.tables.items():
+            table.rewind(masks[name])
 
     def masks(self) -> dict[str, torch.Tensor]:
         """The fixed mask of each pruned table (all true until :meth:`rewind`), by table name."""
-        return {name: self._buffers[f"{name}_mask"] for name in self.pruned_tables}
+        return {name: table.mask for name, table in self.tables.items()}
 
     def thresholds(self) -> dict[str, nn.Parameter]:
         """The raw learnable thresholds ``S`` of each table that has them, by table name."""
-        found = ((name, self._parameters.get(f"{name}_threshold")) for name in self.pruned_tables)
-        return {name: raw for name, raw in found if raw is not None}
+        return {
+            name: table.threshold
+            for name, table in self.tables.items()
+            if table.threshold is not None
+        }
 
     def threshold_parameters(self) -> list[nn.Parameter]:
         """Raw thresholds, for their own optimiser group (inert after :meth:`rewind`)."""
@@ -212,11 +248,5 @@ class PrunableEmbedding(CompactEmbedding):
             training_only_bytes=sum(p.numel() for p in self.threshold_parameters()) * FLOAT_BYTES,
         )
 
-    def get_extra_state(self) -> dict[str, Any]:
-        return {"rewound": self.rewound}
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        self.rewound = bool(state["rewound"])
-
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, targets={self.targets}, rewound={self.rewound}"
+        return f"{super().extra_repr()}, targets={self.targets}"

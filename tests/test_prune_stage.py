@@ -1,0 +1,197 @@
+"""Stage 1's parts alone: early stopping, the snapshot tracker, the checkpoint, and the numbers
+the stage gave before it was rebuilt from them."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from cerp_core.data import Interactions, load_dataset
+from cerp_core.embeddings import make_embedding
+from cerp_core.models import make_model
+from cerp_core.train import (
+    PruneCheckpoint,
+    PruneStep,
+    SnapshotTracker,
+    TrainCheckpoint,
+    TrainConfig,
+    early_stopping,
+    prune,
+    retrain,
+)
+
+CHANCE = math.log(2)
+
+
+def test_early_stopping_counts_validations_without_progress() -> None:
+    assert early_stopping(0.1, None, 0, 2) == (True, 0, False)  # the first score is the best
+    assert early_stopping(0.3, 0.1, 0, 2) == (True, 0, False)
+    assert early_stopping(0.3, 0.3, 0, 2) == (False, 1, False)  # a tie is no progress
+    assert early_stopping(0.2, 0.3, 1, 2) == (False, 2, True)
+    assert early_stopping(0.4, 0.3, 1, 2) == (True, 0, False)  # progress resets the count
+    assert early_stopping(0.0, 0.3, 0, 1) == (False, 1, True)
+
+
+def step(number: int, nonzero: int, loss: float = 0.4) -> PruneStep:
+    return PruneStep(number, 1, nonzero, loss, -3.0)
+
+
+def masks() -> dict[str, torch.Tensor]:
+    return {"P": torch.tensor([True, False])}
+
+
+def test_tracker_snapshots_each_target_at_the_first_step_that_reaches_it() -> None:
+    tracker = SnapshotTracker([100, 50, 20], CHANCE, [step(0, 120, math.nan)])
+    assert not tracker.observe(step(1, 101), masks)
+    assert not tracker.observe(step(2, 100), masks)  # at the target counts
+    assert not tracker.observe(step(3, 80), masks)
+    assert tracker.observe(step(4, 10), masks)  # one step past two targets: both, done
+    taken = [(s.target, s.num_nonzero, s.step, s.source) for s in tracker.snapshots]
+    assert taken == [(100, 100, 2, "threshold"), (50, 10, 4, "threshold"), (20, 10, 4, "threshold")]
+    assert tracker.done and [s.step for s in tracker.steps] == [0, 1, 2, 3, 4]
+
+
+def test_tracker_reads_masks_only_when_it_snapshots() -> None:
+    calls = []
+
+    def counted() -> dict[str, torch.Tensor]:
+        calls.append(1)
+        return masks()
+
+    tracker = SnapshotTracker([5], CHANCE, [step(0, 9, math.nan)])
+    for number, nonzero in enumerate([9, 8, 7, 5, 4], start=1):
+        tracker.observe(step(number, nonzero), counted)
+    assert len(calls) == 1
+
+
+def test_tracker_refuses_a_snapshot_while_the_loss_is_at_chance() -> None:
+    tracker = SnapshotTracker([5], CHANCE, [step(0, 9, math.nan)])
+    tracker.observe(step(1, 8, 0.6931), masks)
+    with pytest.raises(ValueError, match=r"learnt nothing by step 2 \(target 5\)"):
+        tracker.observe(step(2, 5, 0.6930), masks)
+
+
+def test_tracker_completes_what_is_left_by_magnitude() -> None:
+    tracker = SnapshotTracker([100, 50], CHANCE, [step(0, 120, math.nan)])
+    tracker.observe(step(1, 90), masks)
+    kept = {50: {"P": torch.tensor([True, True, False])}}
+    tracker.complete_by_magnitude(lambda target: kept[target])
+    assert [(s.target, s.num_nonzero, s.step, s.source) for s in tracker.snapshots] == [
+        (100, 90, 1, "threshold"),
+        (50, 2, None, "magnitude"),
+    ]
+    assert tracker.done
+
+
+@pytest.fixture(scope="module")
+def data() -> Interactions:
+    return load_dataset("synthetic", num_users=300, num_items=400, seed=0)
+
+
+def model_for(data: Interactions, backbone: str, method: str):
+    torch.manual_seed(0)
+    options = {} if method == "magprune" else {"threshold_init": -4.0}
+    table = make_embedding(method, data.num_entities, 16, (0.3, 0.1), **options)
+    return make_model(backbone, table, data)
+
+
+# The stage's numbers at commit 0f70111, before its rebuild (a closure over four lists, tables
+# as f-string-named parameters), with the per-step schedule: 8 epochs of 217 steps at batch
+# 256, lr 0.05, thresholds from -4 at 0.08 per step. Snapshots (target, non-zeros, step,
+# source), the last step's non-zeros, and the BPR loss of each epoch.
+BEFORE_REBUILD = {
+    ("mf", "cerp"): (
+        [(3360, 3353, 158, "threshold"), (1120, 1120, None, "magnitude")],
+        2828,
+        [
+            0.7119275331,
+            0.6389833093,
+            0.5721436143,
+            0.5234383345,
+            0.4916860163,
+            0.4714363217,
+            0.4753091633,
+            0.4532813430,
+        ],
+    ),  # fmt: skip
+    ("mf", "pep"): (
+        [(3360, 3336, 50, "threshold"), (1120, 1120, None, "magnitude")],
+        2112,
+        [
+            0.6911177039,
+            0.6292647123,
+            0.5459449887,
+            0.5115356445,
+            0.5001952052,
+            0.4949123561,
+            0.4972819983,
+            0.4909103811,
+        ],
+    ),  # fmt: skip
+    ("lightgcn", "cerp"): (
+        [(3360, 3360, None, "magnitude"), (1120, 1120, None, "magnitude")],
+        4549,
+        [
+            0.6482220292,
+            0.4821546376,
+            0.3541021049,
+            0.2974235117,
+            0.2627062798,
+            0.2326944023,
+            0.2316349149,
+            0.2093208134,
+        ],
+    ),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize(("backbone", "method"), list(BEFORE_REBUILD))
+def test_the_rebuilt_stage_gives_the_numbers_of_the_old_one(
+    data: Interactions, backbone: str, method: str
+) -> None:
+    snapshots, last_nonzero, losses = BEFORE_REBUILD[backbone, method]
+    config = TrainConfig(
+        epochs=8,
+        batch_size=256,
+        lr=0.05,
+        threshold_lr=0.08,
+        threshold_schedule="step",
+        progress=False,
+    )
+    pruned = prune(model_for(data, backbone, method), data, config)
+    assert [(s.target, s.num_nonzero, s.step, s.source) for s in pruned.snapshots] == snapshots
+    assert len(pruned.steps) == 217 and pruned.steps["num_nonzero"].iloc[-1] == last_nonzero
+    assert pruned.history["bpr_loss"].tolist() == pytest.approx(losses, rel=1e-6)
+
+
+def test_stage_one_checkpoint_resumes_to_the_same_snapshots(
+    data: Interactions, tmp_path: Path
+) -> None:
+    config = TrainConfig(epochs=4, batch_size=256, lr=0.05, threshold_lr=0.1, progress=False)
+    reference = prune(model_for(data, "mf", "pep"), data, config)
+    checkpoint = tmp_path / "prune.pt"
+    prune(model_for(data, "mf", "pep"), data, TrainConfig(**{**vars(config), "epochs": 2}),
+          checkpoint)  # fmt: skip
+    stored = torch.load(checkpoint, weights_only=False)["stage"]
+    assert isinstance(stored, PruneCheckpoint) and stored.epoch == 2
+    resumed = prune(model_for(data, "mf", "pep"), data, config, checkpoint)
+    assert resumed.steps.equals(reference.steps)
+    for ours, theirs in zip(resumed.snapshots, reference.snapshots, strict=True):
+        assert (ours.target, ours.step, ours.source) == (theirs.target, theirs.step, theirs.source)
+        assert all(torch.equal(ours.masks[n], theirs.masks[n]) for n in ours.masks)
+
+
+def test_a_checkpoint_of_another_stage_is_refused_by_path(
+    data: Interactions, tmp_path: Path
+) -> None:
+    config = TrainConfig(epochs=2, batch_size=256, lr=0.05, threshold_lr=0.1, progress=False)
+    model = model_for(data, "mf", "pep")
+    pruned = prune(model, data, config)
+    checkpoint = tmp_path / "retrain.pt"
+    retrain(model, pruned, pruned.snapshots[0], data, config, checkpoint=checkpoint)
+    assert isinstance(torch.load(checkpoint, weights_only=False)["stage"], TrainCheckpoint)
+    with pytest.raises(ValueError, match=r"retrain\.pt does not hold a PruneCheckpoint"):
+        prune(model_for(data, "mf", "pep"), data, config, checkpoint)
