@@ -30,7 +30,7 @@ from cerp_core.sweep import (
     run_sweep,
     stored_choices,
 )
-from cerp_core.train import TrainConfig
+from cerp_core.train import THRESHOLD_SCHEDULES, TrainConfig
 
 
 def _option(text: str) -> tuple[str, Any]:
@@ -74,7 +74,11 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
                         help="negatives per positive")  # fmt: skip
     parser.add_argument("--lr", type=float, default=training.lr, help="Adam lr of the weights")
     parser.add_argument("--threshold-lr", type=float, default=training.threshold_lr,
-                        help="Adam lr of pruning thresholds")  # fmt: skip
+                        help="Adam lr of pruning thresholds, per --threshold-schedule")  # fmt: skip
+    parser.add_argument("--threshold-schedule", choices=THRESHOLD_SCHEDULES,
+                        default=training.threshold_schedule,
+                        help="epoch: --threshold-lr per epoch of samples (batch-invariant); "
+                        "step: per optimiser step (the authors' form)")  # fmt: skip
     parser.add_argument(
         "--embedding-option",
         type=_option,
@@ -147,6 +151,7 @@ def experiment_config(args: argparse.Namespace) -> ExperimentConfig:
             num_negatives=args.num_negatives,
             lr=args.lr,
             threshold_lr=args.threshold_lr,
+            threshold_schedule=args.threshold_schedule,
             seed=args.seed,
             progress=not args.no_progress,
         ),

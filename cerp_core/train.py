@@ -60,6 +60,10 @@ class TrainConfig:
             (a threshold far below the weights moves by about its learning rate per Adam step,
             whatever its tiny gradient). ``"step"``: the authors' form, ``threshold_lr`` per
             step (``None``: ``lr``), which at batch 8,192 travels ~1/30 of what it does at 256.
+        prune_weight_decay: Adam weight decay of embeddings and backbone in stage 1 (``None``:
+            ``weight_decay``). Decay pulls raw thresholds towards 0, so ``sigmoid(s)`` stops
+            near 0.5 and an entry larger than that is never pruned; decaying the weights too
+            keeps those the task does not hold up within the thresholds' reach (paper: 1e-5).
         threshold_weight_decay: Adam weight decay of pruning thresholds. With thresholds far
             below zero this decay, not the task loss, is what raises them and prunes.
         l2: Weight of ``0.5 * ||E_batch||^2 / batch`` on the batch's layer-0 embeddings.
@@ -80,6 +84,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     threshold_lr: float | None = 0.01
     threshold_schedule: str = "step"
+    prune_weight_decay: float | None = None
     threshold_weight_decay: float = 1e-5
     l2: float = 1e-4
     grad_clip: float | None = None
@@ -109,8 +114,9 @@ class TrainConfig:
                 "TrainConfig.threshold_lr must be a number under threshold_schedule 'epoch' "
                 "(None, the weights' lr, is a per-step rate: use threshold_schedule 'step')"
             )
-        for name in ("weight_decay", "threshold_weight_decay", "l2"):
-            if not getattr(self, name) >= 0:
+        for name in ("weight_decay", "prune_weight_decay", "threshold_weight_decay", "l2"):
+            value = getattr(self, name)
+            if value is not None and not value >= 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
 
 
@@ -297,11 +303,19 @@ def threshold_step_lr(config: TrainConfig, num_pairs: int) -> float:
     return config.threshold_lr / math.ceil(num_pairs / config.batch_size)
 
 
+def stage_weight_decay(config: TrainConfig, pruning: bool) -> float:
+    """Adam weight decay of embeddings and backbone in stage 1 (``pruning``) or training."""
+    if pruning and config.prune_weight_decay is not None:
+        return config.prune_weight_decay
+    return config.weight_decay
+
+
 def make_optimizer(
-    model: Recommender, config: TrainConfig, num_pairs: int
+    model: Recommender, config: TrainConfig, num_pairs: int, pruning: bool = False
 ) -> torch.optim.Optimizer:
     """Adam with the pruning thresholds in their own group: own weight decay, and the lr of
-    ``config.threshold_schedule`` for an epoch of ``num_pairs`` training pairs."""
+    ``config.threshold_schedule`` for an epoch of ``num_pairs`` training pairs. Stage 1
+    (``pruning``) decays the other parameters by ``prune_weight_decay``."""
     embedding = model.embedding
     thresholds = (
         embedding.threshold_parameters() if isinstance(embedding, PrunableEmbedding) else []
@@ -309,7 +323,11 @@ def make_optimizer(
     threshold_ids = {id(p) for p in thresholds}
     others = [p for p in model.parameters() if id(p) not in threshold_ids and p.requires_grad]
     groups: list[dict[str, Any]] = [
-        {"params": others, "lr": config.lr, "weight_decay": config.weight_decay}
+        {
+            "params": others,
+            "lr": config.lr,
+            "weight_decay": stage_weight_decay(config, pruning),
+        }
     ]
     if thresholds:
         groups.append(
@@ -598,7 +616,7 @@ def prune(
     embedding = model.embedding
     if not isinstance(embedding, PrunableEmbedding):
         raise TypeError(f"{type(embedding).__name__} is not prunable")
-    optimizer = make_optimizer(model, config, data.train.nnz)
+    optimizer = make_optimizer(model, config, data.train.nnz, pruning=True)
     initial = copy.deepcopy(model.state_dict())
     state = _resume(model, optimizer, checkpoint, PruneCheckpoint)
     if state is None:

@@ -87,9 +87,10 @@ def test_train_help_shows_the_dataclass_defaults(capsys) -> None:
     text = " ".join(capsys.readouterr().out.split())
     assert f"--lr LR Adam lr of the weights (default: {TrainConfig.lr})" in text
     assert (
-        f"--threshold-lr THRESHOLD_LR Adam lr of pruning thresholds (default: "
-        f"{TrainConfig.threshold_lr})" in text
+        f"--threshold-lr THRESHOLD_LR Adam lr of pruning thresholds, per --threshold-schedule "
+        f"(default: {TrainConfig.threshold_lr})" in text
     )
+    assert f"the authors' form) (default: {TrainConfig.threshold_schedule})" in text
     assert f"positive pairs per step (default: {TrainConfig.batch_size})" in text
 
 

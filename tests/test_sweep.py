@@ -356,7 +356,7 @@ def test_resume_after_kill(
     assert [path.name for path in in_flight.iterdir()] == ["prune.pt"]
     # mark the checkpoint: a restart that resumes from it carries its clock on
     state = torch.load(in_flight / "prune.pt", weights_only=False)
-    state["seconds"] = 1e6
+    state["stage"].seconds = 1e6
     torch.save(state, in_flight / "prune.pt")
 
     assert main(["sweep", str(config), "--out", str(out), "--workers", "2"]) == 0

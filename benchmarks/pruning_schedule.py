@@ -1,0 +1,127 @@
+"""Which pruning schedules let the learnt thresholds take the snapshots, and at what accuracy.
+
+For each backbone, pruning method, threshold schedule and stage-1 weight decay, one run on the
+synthetic data (d = 32, budgets 0.1 / 0.05 / 0.02, batch 1024, 10 epochs per stage, the
+notebooks' scale): how each snapshot was taken and when, the BPR loss then, the validation and
+test Recall@20 after retraining, and, at the end of stage 1, where the thresholds stand
+(``sigmoid(s)``) against the weights they must catch (quantiles of ``|w|``). One JSON line per
+run, appended to ``--out``; runs already there are skipped, so an interrupted study resumes.
+
+    python benchmarks/pruning_schedule.py --out results/pruning-schedule-synthetic/runs.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cerp_core.data import load_dataset
+from cerp_core.embeddings import PrunableEmbedding
+from cerp_core.experiment import ExperimentConfig, build_model, retrain_snapshots
+from cerp_core.train import TrainConfig, prune
+
+QUANTILES = (0.5, 0.75, 0.9, 0.95)
+# (schedule, threshold_lr): today's per-step default, and per-epoch rates (raw units per epoch)
+SCHEDULES = (("step", 0.01), ("epoch", 0.5), ("epoch", 1.0), ("epoch", 2.0))
+PRUNE_WEIGHT_DECAYS = (None, 1e-4)
+
+
+def stage_one_reach(table: PrunableEmbedding) -> dict[str, Any]:
+    """Thresholds and weights at the end of stage 1: mean sigmoid(s), quantiles of |w|."""
+    weights = torch.cat([part.weight.detach().abs().flatten() for part in table.tables.values()])
+    levels = torch.cat(
+        [torch.sigmoid(raw.detach()).flatten() for raw in table.thresholds().values()]
+    )
+    return {
+        "threshold_level": round(float(levels.mean()), 4),
+        "weight_quantiles": dict(
+            zip(
+                map(str, QUANTILES), weights.quantile(torch.tensor(QUANTILES)).tolist(), strict=True
+            )
+        ),
+    }
+
+
+def one_run(point: tuple[str, str, str, float, float | None]) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    backbone, method, schedule, rate, decay = point
+    config = ExperimentConfig(
+        dataset="synthetic",
+        backbone=backbone,
+        method=method,
+        budgets=(0.1, 0.05, 0.02),
+        dim=32,
+        train=TrainConfig(
+            epochs=10,
+            batch_size=1024,
+            threshold_schedule=schedule,
+            threshold_lr=rate,
+            prune_weight_decay=decay,
+            progress=False,
+        ),
+    )
+    record: dict[str, Any] = {"point": list(point)}
+    began = time.perf_counter()
+    data = load_dataset("synthetic", valid_fraction=config.valid_fraction, seed=config.seed)
+    model = build_model(config, data)
+    try:
+        pruning = prune(model, data, config.train)
+    except ValueError as error:  # a refused snapshot (stage 1 at chance) is a result too
+        return {**record, "error": str(error), "seconds": time.perf_counter() - began}
+    reach = stage_one_reach(model.embedding)
+    result = retrain_snapshots(config, model, data, pruning)
+    steps = pruning.steps
+    record.update(
+        reach,
+        stage_one_epochs=len(pruning.history),
+        threshold_by_epoch=[round(x, 3) for x in pruning.history["threshold"]],
+        snapshots=[
+            {
+                "budget": row["budget"],
+                "source": row["snapshot_source"],
+                "epoch": None if snap.step is None else int(steps["epoch"].iloc[snap.step]),
+                "bpr_loss": round(row["snapshot_bpr_loss"], 4),
+                "valid_recall@20": round(row["valid_recall@20"], 4),
+                "recall@20": round(row["recall@20"], 4),
+                "pq_exclusive": round(row.get("pq_exclusive", float("nan")), 4),
+                "pq_exclusive_chance": round(row.get("pq_exclusive_chance", float("nan")), 4),
+            }
+            for row, snap in zip(result.records, pruning.snapshots, strict=True)
+        ],
+        seconds=round(time.perf_counter() - began, 1),
+    )
+    return record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    done = set()
+    if args.out.exists():
+        done = {tuple(json.loads(line)["point"]) for line in args.out.read_text().splitlines()}
+    grid = [
+        (backbone, method, schedule, rate, decay)
+        for backbone, method, (schedule, rate), decay in itertools.product(
+            ("lightgcn", "mf"), ("cerp", "pep"), SCHEDULES, PRUNE_WEIGHT_DECAYS
+        )
+    ]
+    todo = [point for point in grid if tuple(point) not in done]
+    with ProcessPoolExecutor(args.workers) as pool, args.out.open("a") as out:
+        for record in pool.map(one_run, todo):
+            out.write(json.dumps(record) + "\n")
+            out.flush()
+            print(json.dumps(record)[:200], flush=True)
+
+
+if __name__ == "__main__":
+    main()
