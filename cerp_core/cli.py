@@ -74,7 +74,7 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
                         help="negatives per positive")  # fmt: skip
     parser.add_argument("--lr", type=float, default=training.lr, help="Adam lr of the weights")
     parser.add_argument("--threshold-lr", type=float, default=training.threshold_lr,
-                        help="Adam lr of pruning thresholds, per --threshold-schedule")  # fmt: skip
+                        help="Adam lr of pruning thresholds")  # fmt: skip
     parser.add_argument("--threshold-schedule", choices=THRESHOLD_SCHEDULES,
                         default=training.threshold_schedule,
                         help="epoch: --threshold-lr per epoch of samples (batch-invariant); "

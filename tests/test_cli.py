@@ -87,7 +87,7 @@ def test_train_help_shows_the_dataclass_defaults(capsys) -> None:
     text = " ".join(capsys.readouterr().out.split())
     assert f"--lr LR Adam lr of the weights (default: {TrainConfig.lr})" in text
     assert (
-        f"--threshold-lr THRESHOLD_LR Adam lr of pruning thresholds, per --threshold-schedule "
+        f"--threshold-lr THRESHOLD_LR Adam lr of pruning thresholds "
         f"(default: {TrainConfig.threshold_lr})" in text
     )
     assert f"the authors' form) (default: {TrainConfig.threshold_schedule})" in text
