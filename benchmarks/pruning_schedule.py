@@ -20,6 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
 from cerp_core.data import load_dataset
@@ -100,6 +101,31 @@ def one_run(point: tuple[str, str, str, float, float | None]) -> dict[str, Any]:
     return record
 
 
+def summary(lines: list[str]) -> list[dict[str, Any]]:
+    """One row per run and budget (a refused run: one row with its error)."""
+    rows = []
+    for line in lines:
+        record = json.loads(line)
+        backbone, method, schedule, rate, decay = record["point"]
+        point = {
+            "backbone": backbone,
+            "method": method,
+            "schedule": schedule,
+            "threshold_lr": rate,
+            "prune_weight_decay": decay if decay is not None else 0.0,
+        }
+        if "error" in record:
+            rows.append({**point, "error": record["error"].split(":")[0]})
+            continue
+        reach = {
+            "threshold_level": record["threshold_level"],
+            "weight_p50": round(record["weight_quantiles"]["0.5"], 4),
+            "weight_p95": round(record["weight_quantiles"]["0.95"], 4),
+        }
+        rows.extend({**point, **reach, **snapshot} for snapshot in record["snapshots"])
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -121,6 +147,8 @@ def main() -> None:
             out.write(json.dumps(record) + "\n")
             out.flush()
             print(json.dumps(record)[:200], flush=True)
+    lines = args.out.read_text().splitlines()
+    pd.DataFrame(summary(lines)).to_csv(args.out.with_name("summary.csv"), index=False)
 
 
 if __name__ == "__main__":
