@@ -195,3 +195,53 @@ def test_a_checkpoint_of_another_stage_is_refused_by_path(
     assert isinstance(torch.load(checkpoint, weights_only=False)["stage"], TrainCheckpoint)
     with pytest.raises(ValueError, match=r"retrain\.pt does not hold a PruneCheckpoint"):
         prune(model_for(data, "mf", "pep"), data, config, checkpoint)
+
+
+def threshold_travel(data: Interactions, schedule: str, batch_size: int) -> float:
+    """Mean raw threshold gained by PEP's thresholds over 2 epochs of stage 1."""
+    config = TrainConfig(
+        epochs=2,
+        batch_size=batch_size,
+        lr=0.05,
+        threshold_lr=0.5 if schedule == "epoch" else 0.01,
+        threshold_schedule=schedule,
+        progress=False,
+    )
+    pruned = prune(model_for(data, "mf", "pep"), data, config)
+    return float(pruned.history["threshold"].iloc[-1] - pruned.steps["threshold"].iloc[0])
+
+
+def test_the_epoch_schedule_travels_as_far_at_any_batch_size(data: Interactions) -> None:
+    """Per epoch, thresholds travel about ``threshold_lr`` per epoch whatever the batch; per
+    step, four times the batch is about a quarter of the travel."""
+    small, large = (threshold_travel(data, "epoch", size) for size in (256, 1024))
+    assert small == pytest.approx(2 * 0.5, rel=0.1) and large == pytest.approx(small, rel=0.1)
+    small, large = (threshold_travel(data, "step", size) for size in (256, 1024))
+    assert small / large == pytest.approx(4, rel=0.15)
+
+
+def test_the_epoch_schedule_needs_a_rate() -> None:
+    with pytest.raises(ValueError, match="threshold_lr must be a number under"):
+        TrainConfig(threshold_lr=None, threshold_schedule="epoch")
+    with pytest.raises(ValueError, match="threshold_schedule must be one of"):
+        TrainConfig(threshold_schedule="sample")
+    with pytest.raises(ValueError, match="prune_weight_decay must be >= 0"):
+        TrainConfig(prune_weight_decay=-1e-4)
+
+
+def test_stage_one_has_its_own_weight_decay_and_threshold_rate(data: Interactions) -> None:
+    from cerp_core.train import make_optimizer
+
+    model = model_for(data, "mf", "cerp")
+    config = TrainConfig(
+        batch_size=1000, weight_decay=1e-6, prune_weight_decay=1e-4,
+        threshold_lr=2.0, threshold_schedule="epoch", threshold_weight_decay=1e-5,
+    )  # fmt: skip
+    pruning = make_optimizer(model, config, num_pairs=4500, pruning=True).param_groups
+    training = make_optimizer(model, config, num_pairs=4500).param_groups
+    assert [g["weight_decay"] for g in pruning] == [1e-4, 1e-5]
+    assert [g["weight_decay"] for g in training] == [1e-6, 1e-5]
+    assert pruning[1]["lr"] == pytest.approx(2.0 / 5)  # 5 steps per epoch of 4,500 pairs
+    assert pruning[1]["params"] == model.embedding.threshold_parameters()
+    default = make_optimizer(model, TrainConfig(weight_decay=1e-6), 4500, pruning=True)
+    assert default.param_groups[0]["weight_decay"] == 1e-6  # None: the training decay
