@@ -10,14 +10,15 @@ Two protocols:
   every epoch, Adam with learning rate 1e-3, weight decay 1e-5 and gradient-norm clipping at
   100. Its test numbers are optimistic by construction.
 
-The protocol leaves the pruning schedule alone: thresholds keep ``train.threshold_lr`` and the
-initial value that :func:`~cerp_core.embeddings.make_embedding` gives them, CERP its suite
-regularizer weight, and ``train.l2`` still applies (the official MLP code has no such term; its
+The protocol leaves the pruning schedule alone: thresholds keep ``train.threshold_lr`` and
+``train.threshold_schedule`` and the initial value that
+:func:`~cerp_core.embeddings.make_embedding` gives them, CERP its suite regularizer weight and
+stage-1 decay, and ``train.l2`` still applies (the official MLP code has no such term; its
 LightGCN retraining uses 1e-4). The official schedule, which prunes nothing for ~9e4 steps, is
 ``embedding_options={"threshold_init": -100.0, "regularizer_weight": 70.0,
-"regularizer_decay": 0.5}`` (the paper's gamma 1 summed over 70 rows is 70 as the suite's per-row
-mean) with ``TrainConfig(threshold_lr=None, l2=0.0)``; ``configs/paper-official.yaml`` encodes
-it.
+"regularizer_decay": 0.5, "pruning_l2": 0.0}`` (the paper's gamma 1 summed over 70 rows is 70 as
+the suite's per-row mean) with ``TrainConfig(threshold_lr=None, threshold_schedule="step",
+l2=0.0)``; ``configs/paper-official.yaml`` encodes it.
 """
 
 from __future__ import annotations

@@ -53,17 +53,17 @@ class TrainConfig:
         lr: Adam learning rate of embeddings and backbone (suite default 1e-2 converges in tens
             of epochs on CPU; the paper's code uses 1e-3, which ``protocol="paper"`` sets).
         weight_decay: Adam weight decay of embeddings and backbone (paper: 1e-5).
-        threshold_lr: How fast pruning thresholds move, read by ``threshold_schedule``.
-        threshold_schedule: ``"epoch"``: ``threshold_lr`` is the Adam learning rate of the
-            thresholds per *epoch*: each step gets ``threshold_lr / steps_per_epoch``, so the
-            thresholds travel the same distance per epoch of training samples at any batch size
-            (a threshold far below the weights moves by about its learning rate per Adam step,
-            whatever its tiny gradient). ``"step"``: the authors' form, ``threshold_lr`` per
-            step (``None``: ``lr``), which at batch 8,192 travels ~1/30 of what it does at 256.
-        prune_weight_decay: Adam weight decay of embeddings and backbone in stage 1 (``None``:
-            ``weight_decay``). Decay pulls raw thresholds towards 0, so ``sigmoid(s)`` stops
-            near 0.5 and an entry larger than that is never pruned; decaying the weights too
-            keeps those the task does not hold up within the thresholds' reach (paper: 1e-5).
+        threshold_lr: How fast pruning thresholds move, read by ``threshold_schedule``: with
+            the suite's default 1.0 per epoch and :func:`~cerp_core.embeddings.make_embedding`'s
+            CERP tables, the thresholds take every snapshot within 10 epochs on the synthetic
+            data (``docs/method.md``).
+        threshold_schedule: ``"epoch"`` (default): ``threshold_lr`` is the Adam learning rate
+            of the thresholds per *epoch*: each step gets ``threshold_lr / steps_per_epoch``,
+            so the thresholds travel the same distance per epoch of training samples at any
+            batch size (a threshold far below the weights moves by about its learning rate per
+            Adam step, whatever its tiny gradient). ``"step"``: the authors' form,
+            ``threshold_lr`` per step (``None``: ``lr``), which at batch 8,192 travels ~1/30 of
+            what it does at 256.
         threshold_weight_decay: Adam weight decay of pruning thresholds. With thresholds far
             below zero this decay, not the task loss, is what raises them and prunes.
         l2: Weight of ``0.5 * ||E_batch||^2 / batch`` on the batch's layer-0 embeddings.
@@ -82,9 +82,8 @@ class TrainConfig:
     resample_negatives: bool = True
     lr: float = 1e-2
     weight_decay: float = 0.0
-    threshold_lr: float | None = 0.01
-    threshold_schedule: str = "step"
-    prune_weight_decay: float | None = None
+    threshold_lr: float | None = 1.0
+    threshold_schedule: str = "epoch"
     threshold_weight_decay: float = 1e-5
     l2: float = 1e-4
     grad_clip: float | None = None
@@ -114,9 +113,8 @@ class TrainConfig:
                 "TrainConfig.threshold_lr must be a number under threshold_schedule 'epoch' "
                 "(None, the weights' lr, is a per-step rate: use threshold_schedule 'step')"
             )
-        for name in ("weight_decay", "prune_weight_decay", "threshold_weight_decay", "l2"):
-            value = getattr(self, name)
-            if value is not None and not value >= 0:
+        for name in ("weight_decay", "threshold_weight_decay", "l2"):
+            if not getattr(self, name) >= 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
 
 
@@ -303,19 +301,11 @@ def threshold_step_lr(config: TrainConfig, num_pairs: int) -> float:
     return config.threshold_lr / math.ceil(num_pairs / config.batch_size)
 
 
-def stage_weight_decay(config: TrainConfig, pruning: bool) -> float:
-    """Adam weight decay of embeddings and backbone in stage 1 (``pruning``) or training."""
-    if pruning and config.prune_weight_decay is not None:
-        return config.prune_weight_decay
-    return config.weight_decay
-
-
 def make_optimizer(
-    model: Recommender, config: TrainConfig, num_pairs: int, pruning: bool = False
+    model: Recommender, config: TrainConfig, num_pairs: int
 ) -> torch.optim.Optimizer:
     """Adam with the pruning thresholds in their own group: own weight decay, and the lr of
-    ``config.threshold_schedule`` for an epoch of ``num_pairs`` training pairs. Stage 1
-    (``pruning``) decays the other parameters by ``prune_weight_decay``."""
+    ``config.threshold_schedule`` for an epoch of ``num_pairs`` training pairs."""
     embedding = model.embedding
     thresholds = (
         embedding.threshold_parameters() if isinstance(embedding, PrunableEmbedding) else []
@@ -323,11 +313,7 @@ def make_optimizer(
     threshold_ids = {id(p) for p in thresholds}
     others = [p for p in model.parameters() if id(p) not in threshold_ids and p.requires_grad]
     groups: list[dict[str, Any]] = [
-        {
-            "params": others,
-            "lr": config.lr,
-            "weight_decay": stage_weight_decay(config, pruning),
-        }
+        {"params": others, "lr": config.lr, "weight_decay": config.weight_decay}
     ]
     if thresholds:
         groups.append(
@@ -512,7 +498,7 @@ def check_learnt(losses: list[float], chance: float, when: str) -> None:
         raise ValueError(
             f"stage 1 has learnt nothing by {when}: the mean BPR loss of its last {len(recent)} "
             f"steps is {mean:.4f}, chance is {chance:.4f}; the mask would be chosen before "
-            "training (lower threshold_lr or the regularizer weight, or train longer)"
+            "training (lower threshold_lr, pruning_l2 or the regularizer weight, or train longer)"
         )
 
 
@@ -616,7 +602,7 @@ def prune(
     embedding = model.embedding
     if not isinstance(embedding, PrunableEmbedding):
         raise TypeError(f"{type(embedding).__name__} is not prunable")
-    optimizer = make_optimizer(model, config, data.train.nnz, pruning=True)
+    optimizer = make_optimizer(model, config, data.train.nnz)
     initial = copy.deepcopy(model.state_dict())
     state = _resume(model, optimizer, checkpoint, PruneCheckpoint)
     if state is None:

@@ -58,7 +58,7 @@ def test_a_duplicated_yaml_key_and_a_directory_are_refused(
         (["--method", "cerp-noreg", "--budget", "0.00001"], "error: cerp-noreg cannot fit"),
         (["--lr", "1e30", "--method", "full", "--budget", "1.0"], "error: loss became non-finite"),
         (
-            ["--method", "pep", "--budget", "0.5", "--threshold-lr", "5"],
+            ["--method", "pep", "--budget", "0.5", "--threshold-lr", "200"],
             "error: stage 1 has learnt nothing by step",
         ),
     ],

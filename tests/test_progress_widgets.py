@@ -15,7 +15,7 @@ from nbclient import NotebookClient
 RUN = """
 from cerp_core.experiment import ExperimentConfig, run_experiment
 from cerp_core.train import TrainConfig
-train = TrainConfig(epochs=20, batch_size=512, lr=1e-2, threshold_lr=0.05, patience=1,
+train = TrainConfig(epochs=20, batch_size=512, lr=1e-2, patience=1,
                     progress=True)
 config = ExperimentConfig(dataset="synthetic", backbone="mf", method="pep", budgets=[0.5], dim=16,
                           data_options={"num_users": 300, "num_items": 400}, train=train)

@@ -91,10 +91,10 @@ def data() -> Interactions:
     return load_dataset("synthetic", num_users=300, num_items=400, seed=0)
 
 
-def model_for(data: Interactions, backbone: str, method: str):
+def model_for(data: Interactions, backbone: str, method: str, **overrides):
     torch.manual_seed(0)
     options = {} if method == "magprune" else {"threshold_init": -4.0}
-    table = make_embedding(method, data.num_entities, 16, (0.3, 0.1), **options)
+    table = make_embedding(method, data.num_entities, 16, (0.3, 0.1), **options, **overrides)
     return make_model(backbone, table, data)
 
 
@@ -161,7 +161,8 @@ def test_the_rebuilt_stage_gives_the_numbers_of_the_old_one(
         threshold_schedule="step",
         progress=False,
     )
-    pruned = prune(model_for(data, backbone, method), data, config)
+    old = {"pruning_l2": 0.0} if method == "cerp" else {}  # no stage-1 decay then
+    pruned = prune(model_for(data, backbone, method, **old), data, config)
     assert [(s.target, s.num_nonzero, s.step, s.source) for s in pruned.snapshots] == snapshots
     assert len(pruned.steps) == 217 and pruned.steps["num_nonzero"].iloc[-1] == last_nonzero
     assert pruned.history["bpr_loss"].tolist() == pytest.approx(losses, rel=1e-6)
@@ -225,23 +226,34 @@ def test_the_epoch_schedule_needs_a_rate() -> None:
         TrainConfig(threshold_lr=None, threshold_schedule="epoch")
     with pytest.raises(ValueError, match="threshold_schedule must be one of"):
         TrainConfig(threshold_schedule="sample")
-    with pytest.raises(ValueError, match="prune_weight_decay must be >= 0"):
-        TrainConfig(prune_weight_decay=-1e-4)
 
 
-def test_stage_one_has_its_own_weight_decay_and_threshold_rate(data: Interactions) -> None:
+def test_thresholds_get_the_per_step_rate_of_their_schedule(data: Interactions) -> None:
     from cerp_core.train import make_optimizer
 
     model = model_for(data, "mf", "cerp")
-    config = TrainConfig(
-        batch_size=1000, weight_decay=1e-6, prune_weight_decay=1e-4,
-        threshold_lr=2.0, threshold_schedule="epoch", threshold_weight_decay=1e-5,
-    )  # fmt: skip
-    pruning = make_optimizer(model, config, num_pairs=4500, pruning=True).param_groups
-    training = make_optimizer(model, config, num_pairs=4500).param_groups
-    assert [g["weight_decay"] for g in pruning] == [1e-4, 1e-5]
-    assert [g["weight_decay"] for g in training] == [1e-6, 1e-5]
-    assert pruning[1]["lr"] == pytest.approx(2.0 / 5)  # 5 steps per epoch of 4,500 pairs
-    assert pruning[1]["params"] == model.embedding.threshold_parameters()
-    default = make_optimizer(model, TrainConfig(weight_decay=1e-6), 4500, pruning=True)
-    assert default.param_groups[0]["weight_decay"] == 1e-6  # None: the training decay
+    config = TrainConfig(batch_size=1000, weight_decay=1e-6, threshold_lr=2.0,
+                         threshold_schedule="epoch", threshold_weight_decay=1e-5)  # fmt: skip
+    groups = make_optimizer(model, config, num_pairs=4500).param_groups
+    assert [g["weight_decay"] for g in groups] == [1e-6, 1e-5]
+    assert groups[1]["lr"] == pytest.approx(2.0 / 5)  # 5 steps per epoch of 4,500 pairs
+    assert groups[1]["params"] == model.embedding.threshold_parameters()
+    step = TrainConfig(threshold_lr=None, threshold_schedule="step", lr=0.03)
+    assert make_optimizer(model, step, 4500).param_groups[1]["lr"] == 0.03  # None: the lr
+
+
+def test_stage_one_decay_is_a_loss_of_the_table_until_rewound() -> None:
+    from cerp_core.embeddings import CERPEmbedding, PEPEmbedding
+
+    table = CERPEmbedding(4, 2, bucket_size=2, regularizer_weight=0.0, pruning_l2=0.1)
+    with torch.no_grad():
+        table.tables["P"].weight.copy_(torch.tensor([[1.0, 2.0], [0.0, -1.0]]))
+        table.tables["Q"].weight.copy_(torch.tensor([[3.0, 0.0], [0.0, 0.0]]))
+    loss = table.pruning_loss(torch.zeros(1, 2), epoch=0.0)
+    assert loss.item() == pytest.approx(0.5 * 0.1 * (1 + 4 + 1 + 9))
+    loss.backward()
+    assert table.tables["P"].weight.grad.flatten().tolist() == pytest.approx([0.1, 0.2, 0.0, -0.1])
+    table.rewind(table.current_masks())
+    assert table.pruning_loss(torch.zeros(1, 2), epoch=0.0).item() == 0
+    with pytest.raises(ValueError, match="pruning_l2 must be a finite number >= 0"):
+        PEPEmbedding(4, 2, pruning_l2=-1.0)

@@ -9,6 +9,7 @@ from cerp_core.embeddings.base import (
 )
 from cerp_core.embeddings.budget import (
     METHODS,
+    SUITE_PRUNING_L2,
     SUITE_THRESHOLD_INIT,
     Method,
     cerp_bucket_size,
@@ -31,6 +32,7 @@ from cerp_core.embeddings.tt import TTEmbedding
 
 __all__ = [
     "METHODS",
+    "SUITE_PRUNING_L2",
     "SUITE_THRESHOLD_INIT",
     "CERPEmbedding",
     "CompactEmbedding",

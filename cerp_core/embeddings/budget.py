@@ -65,6 +65,13 @@ ln 2 (0.69) for all 10 epochs, at 0.07 it falls to 0.56 (MF) and 0.27 (LightGCN)
 value is one option away: ``regularizer_weight=70`` (``PAPER_BATCH_ROWS``).
 """
 
+SUITE_PRUNING_L2 = 0.1
+"""Stage-1 decay (``pruning_l2``, divided by a table's rows: 1e-4 per entry for ``b = 1000``)
+that :func:`make_embedding` gives CERP's tables, so that its
+thresholds, not magnitude completion, take the snapshots (``docs/method.md``, measured in
+``results/pruning-schedule-synthetic/``). PEP keeps none: the same decay collapses its full-size
+table with LightGCN, so its snapshots are still completed by magnitude."""
+
 INITIAL_PRUNED_SHARE = 0.25
 """At most this share of a Xavier-initialised table is pruned at step 0 (see
 :func:`threshold_init_for`)."""
@@ -231,6 +238,7 @@ def _cerp(
     solved = {
         "bucket_size": bucket_size,
         "threshold_init": threshold_init_for(bucket_size, d),
+        "pruning_l2": SUITE_PRUNING_L2,
         **SUITE_REGULARIZER,
     }
     return CERPEmbedding(n, d, targets=targets, **{**solved, **overrides})
@@ -394,8 +402,8 @@ def make_embedding(
     - ``cerp``, ``cerp-noreg``: targets likewise; bucket size
       ``b = max(ceil(sqrt(N)), ceil(bucket_factor * max_target / (2 d)))`` capped at ``N``, so the
       two tables hold ``bucket_factor`` (default 4: 75% sparsity) times the largest target, or
-      more where unique pairs need ``b >= sqrt(N)``. ``cerp-noreg`` sets
-      ``regularizer_weight=0``.
+      more where unique pairs need ``b >= sqrt(N)``; stage-1 decay ``pruning_l2=``
+      :data:`SUITE_PRUNING_L2`. ``cerp-noreg`` sets ``regularizer_weight=0``.
 
     Pruning methods accept a sequence of budgets (one pruning run, one target each) and, like
     the others, guarantee the budget for the *stored* non-zeros after pruning

@@ -94,6 +94,8 @@ class CERPEmbedding(PrunableEmbedding):
             (default: ``100.0``)
         init: Initialisation of ``P`` and ``Q``: ``"xavier_uniform"`` (the pruning code) or
             ``"normal"`` with std 0.1 (the LightGCN variant's). (default: ``"xavier_uniform"``)
+        pruning_l2: Stage-1 decay of ``P`` and ``Q`` (see :class:`PrunableEmbedding`; the
+            authors' Adam decays every parameter by 1e-5). (default: ``0.0``)
     """
 
     def __init__(
@@ -109,6 +111,7 @@ class CERPEmbedding(PrunableEmbedding):
         regularizer_decay: float = 0.5,
         regularizer_sharpness: float = 100.0,
         init: Init = "xavier_uniform",
+        pruning_l2: float = 0.0,
     ) -> None:
         if combine not in ("add", "concat"):
             raise ValueError(f"combine must be 'add' or 'concat', got {combine!r}")
@@ -119,7 +122,8 @@ class CERPEmbedding(PrunableEmbedding):
                 f"some ids would share both rows; the smallest valid bucket size is "
                 f"{min_bucket_size(num_entities)} (b >= sqrt(N))"
             )
-        super().__init__(num_entities, dim, 2 * dim if combine == "concat" else dim, targets)
+        width = 2 * dim if combine == "concat" else dim
+        super().__init__(num_entities, dim, width, targets, pruning_l2)
         self.bucket_size = bucket_size
         self.combine = combine
         self.regularizer_weight = regularizer_weight
@@ -137,13 +141,14 @@ class CERPEmbedding(PrunableEmbedding):
 
     def pruning_loss(self, embeddings: torch.Tensor, epoch: float) -> torch.Tensor:
         """``-gamma_0 * decay**epoch * mean_rows sum_k tanh(K * E)**2`` over the batch's
-        composed layer-0 embeddings ``E`` (the official code's users, once each, and items);
-        ``epoch`` may be fractional. Zero once rewound."""
+        composed layer-0 embeddings ``E`` (the official code's users, once each, and items),
+        plus the stage-1 decay; ``epoch`` may be fractional. Zero once rewound."""
+        decay = super().pruning_loss(embeddings, epoch)
         if self.rewound or self.regularizer_weight == 0:
-            return embeddings.new_zeros(())
+            return decay
         gamma = self.regularizer_weight * self.regularizer_decay**epoch
         nonzero = torch.tanh(self.regularizer_sharpness * embeddings).square().sum(dim=-1)
-        return -gamma * nonzero.mean()
+        return decay - gamma * nonzero.mean()
 
     def extra_repr(self) -> str:
         return (

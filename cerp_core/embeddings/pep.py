@@ -40,6 +40,8 @@ class PEPEmbedding(PrunableEmbedding):
         threshold_init: Initial raw threshold; ``sigmoid(-15) = 3e-7``. (default: ``-15.0``)
         init: Table initialisation, ``"xavier_uniform"`` or ``"normal"`` (std 0.1).
             (default: ``"xavier_uniform"``)
+        pruning_l2: Stage-1 decay of the table (see :class:`PrunableEmbedding`).
+            (default: ``0.0``)
     """
 
     def __init__(
@@ -50,8 +52,9 @@ class PEPEmbedding(PrunableEmbedding):
         threshold: Threshold = "element-wise",
         threshold_init: float = -15.0,
         init: Init = "xavier_uniform",
+        pruning_l2: float = 0.0,
     ) -> None:
-        super().__init__(num_entities, dim, targets=targets)
+        super().__init__(num_entities, dim, targets=targets, pruning_l2=pruning_l2)
         self.tables["weight"] = PrunedTable(
             init_table(num_entities, dim, init), threshold, threshold_init
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -141,12 +142,22 @@ class PrunableEmbedding(CompactEmbedding):
     parameters (also after rewinding). Initial values and masks only serve rewinding and are
     not counted.
 
+    Stage 1 may decay the arrays (``pruning_l2``): soft thresholds alone stop short, because
+    the weight decay that raises them stops them near ``sigmoid(0) = 0.5`` and the task answers a
+    rising threshold by growing the weights it shrinks; decaying the weights keeps those the
+    task does not hold up within reach (``docs/method.md``).
+
     Args:
         num_entities: Number of ids ``N``.
         dim: Width ``d`` of the full table this table stands in for.
         output_dim: Width of :meth:`forward`'s vectors; ``None`` means ``dim``.
             (default: ``None``)
         targets: Non-zero counts at which stage 1 snapshots a mask. (default: ``()``)
+        pruning_l2: ``lambda`` of the stage-1 loss ``0.5 * lambda * sum(W^2) / rows`` over
+            every array: Adam's weight decay ``lambda / rows`` written as a loss. BPR is a mean
+            over the batch, so the task's gradient on a row shrinks as the table has more rows
+            (each row serves fewer entities); dividing by the rows keeps the decay's weight
+            against it the same for tables of any size. (default: ``0.0``)
     """
 
     def __init__(
@@ -155,10 +166,14 @@ class PrunableEmbedding(CompactEmbedding):
         dim: int,
         output_dim: int | None = None,
         targets: Sequence[int] = (),
+        pruning_l2: float = 0.0,
     ) -> None:
         super().__init__(num_entities, dim, output_dim)
         if any(int(t) < 0 for t in targets):
             raise ValueError(f"targets must be non-negative, got {tuple(targets)}")
+        if not (math.isfinite(pruning_l2) and pruning_l2 >= 0):
+            raise ValueError(f"pruning_l2 must be a finite number >= 0, got {pruning_l2}")
+        self.pruning_l2 = float(pruning_l2)
         self.targets: tuple[int, ...] = tuple(sorted({int(t) for t in targets}, reverse=True))
         self.tables = nn.ModuleDict()
 
@@ -233,8 +248,12 @@ class PrunableEmbedding(CompactEmbedding):
 
     def pruning_loss(self, embeddings: torch.Tensor, epoch: float) -> torch.Tensor:
         """Extra stage-1 loss on the batch's composed embeddings at ``epoch`` (fractional:
-        training samples seen / training set size); none by default."""
-        return embeddings.new_zeros(())
+        training samples seen / training set size): here ``0.5 * pruning_l2 * sum(W^2) / rows``
+        over every array; zero once rewound."""
+        if self.rewound or self.pruning_l2 == 0:
+            return embeddings.new_zeros(())
+        squares = sum(t.weight.square().sum() / t.weight.shape[0] for t in self.tables.values())
+        return 0.5 * self.pruning_l2 * squares
 
     def memory(self) -> MemoryReport:
         sizes = [
