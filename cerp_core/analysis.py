@@ -74,6 +74,24 @@ def threshold_values(embedding: PrunableEmbedding) -> dict[str, np.ndarray]:
     }
 
 
+@torch.no_grad()
+def threshold_reach(embedding: PrunableEmbedding) -> dict[str, float]:
+    """Where the thresholds stand against the weights they must catch, over every table: the
+    5th, 50th and 95th percentiles of ``sigmoid(S)`` (``threshold_p05`` ...) and of ``|W|``
+    (``weight_p05`` ...). An entry above the thresholds is kept; decay stops ``sigmoid(S)``
+    near 0.5, so weights above that are out of reach (``docs/method.md``)."""
+    levels = torch.cat([torch.sigmoid(raw).flatten() for raw in embedding.thresholds().values()])
+    weights = torch.cat([part.weight.abs().flatten() for part in embedding.tables.values()])
+    quantiles = (0.05, 0.5, 0.95)
+    reach = {}
+    for name, values in (("threshold", levels), ("weight", weights)):
+        found = values.float().cpu().quantile(torch.tensor(quantiles)).tolist()
+        reach.update(
+            {f"{name}_p{round(q * 100):02d}": v for q, v in zip(quantiles, found, strict=True)}
+        )
+    return reach
+
+
 def nonzero_counts(masks: Mapping[str, ArrayLike]) -> dict[str, dict[str, np.ndarray]]:
     """Per mask (rows x dimensions): the kept entries of each row (``per_row``) and the rows
     that keep each dimension (``per_dim``)."""

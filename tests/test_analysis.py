@@ -90,3 +90,16 @@ def test_chance_exclusive_of_independent_masks() -> None:
     p, q = masks
     observed = float((p ^ q).sum() / (p | q).sum())
     assert observed == pytest.approx(analysis.chance_exclusive(0.3, 0.1), abs=0.01)
+
+
+def test_threshold_reach_sets_the_thresholds_against_the_weights() -> None:
+    from cerp_core.embeddings import PEPEmbedding
+
+    table = PEPEmbedding(10, 2, threshold="global", threshold_init=0.0)  # sigmoid(0) = 0.5
+    with torch.no_grad():
+        table.tables["weight"].weight.copy_(-torch.arange(20.0).view(10, 2) / 19)  # |w| 0..1
+    reach = analysis.threshold_reach(table)
+    assert reach["threshold_p05"] == reach["threshold_p95"] == pytest.approx(0.5)
+    assert reach["weight_p50"] == pytest.approx(0.5)  # the median of 0, 1/19, ..., 1
+    assert reach["weight_p95"] == pytest.approx(0.95)
+    assert reach["weight_p05"] == pytest.approx(0.05)
