@@ -39,7 +39,11 @@ def main() -> None:
             train=TrainConfig(epochs=10, batch_size=args.batch_size, progress=False),
             embedding_options={"regularizer_weight": weight, "regularizer_decay": args.decay},
         )
-        result = run_experiment(config)
+        try:
+            result = run_experiment(config)
+        except ValueError as error:  # stage 1 refused at chance: a result too
+            print(json.dumps({"w": weight, "error": str(error)}), flush=True)
+            continue
         history = result.pruning.history
         row = {
             "w": weight,
