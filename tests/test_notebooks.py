@@ -35,6 +35,7 @@ TINY: dict[str, dict[str, Any]] = {
         "BUDGETS": [0.25, 0.1],
         "EPOCHS": 2,
         "BATCH_SIZE": 256,
+        "LR": 0.05,  # stage 1 must learn before its masks are kept
     },
     "03_budget_sweep": {
         "DATA_OPTIONS": TINY_DATA,
@@ -42,6 +43,7 @@ TINY: dict[str, dict[str, Any]] = {
         "BUDGETS": [0.25, 0.125],  # lowdim needs budget * DIM >= 1
         "EPOCHS": 3,  # stage 1 must learn before its masks are kept
         "BATCH_SIZE": 256,
+        "LR": 0.05,
     },
     "04_sparsity_visualization": {
         "DATA_OPTIONS": TINY_DATA,
@@ -49,6 +51,7 @@ TINY: dict[str, dict[str, Any]] = {
         "BUDGET": 0.1,
         "EPOCHS": 2,
         "BATCH_SIZE": 256,
+        "LR": 0.05,  # stage 1 must learn before its masks are kept
     },
     "05_paper_reproduction": {
         "DATASETS": ["synthetic", "no-such-folder"],
@@ -57,6 +60,7 @@ TINY: dict[str, dict[str, Any]] = {
         "BUDGETS": [0.25],
         "EPOCHS": 3,  # stage 1 must learn before its masks are kept
         "BATCH_SIZE": 256,
+        "LR": 0.05,
     },
 }
 FIGURES = {
@@ -145,7 +149,8 @@ def test_budget_sweep(tmp_path: Path) -> None:
         assert row["memory_bytes"] > 0
         assert_metrics(row)
     # the notebook reports what the library computes for the same settings
-    train = TrainConfig(epochs=TINY["03_budget_sweep"]["EPOCHS"], batch_size=256, progress=False)
+    tiny = TINY["03_budget_sweep"]
+    train = TrainConfig(epochs=tiny["EPOCHS"], batch_size=256, lr=tiny["LR"], progress=False)
     config = ExperimentConfig(
         backbone="lightgcn",
         method="full",

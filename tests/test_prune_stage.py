@@ -250,9 +250,9 @@ def test_stage_one_decay_is_a_loss_of_the_table_until_rewound() -> None:
         table.tables["P"].weight.copy_(torch.tensor([[1.0, 2.0], [0.0, -1.0]]))
         table.tables["Q"].weight.copy_(torch.tensor([[3.0, 0.0], [0.0, 0.0]]))
     loss = table.pruning_loss(torch.zeros(1, 2), epoch=0.0)
-    assert loss.item() == pytest.approx(0.5 * 0.1 * (1 + 4 + 1 + 9))
+    assert loss.item() == pytest.approx(0.5 * 0.1 * (1 + 4 + 1 + 9) / 2)  # 2 rows per table
     loss.backward()
-    assert table.tables["P"].weight.grad.flatten().tolist() == pytest.approx([0.1, 0.2, 0.0, -0.1])
+    assert table.tables["P"].weight.grad.flatten().tolist() == pytest.approx([0.05, 0.1, 0, -0.05])
     table.rewind(table.current_masks())
     assert table.pruning_loss(torch.zeros(1, 2), epoch=0.0).item() == 0
     with pytest.raises(ValueError, match="pruning_l2 must be a finite number >= 0"):
