@@ -400,6 +400,7 @@ def _record(
         "epochs": len(result.history),
         "snapshot_source": snapshot.source if snapshot else "none",
         "snapshot_bpr_loss": pruning.loss_before(snapshot) if pruning and snapshot else math.nan,
+        "snapshot_epoch": pruning.epoch_of(snapshot) if pruning and snapshot else math.nan,
         **composition,
         "prune_seconds": pruning.seconds if pruning else 0.0,
         "train_seconds": result.seconds,

@@ -157,6 +157,13 @@ class PruneResult:
         recent = recent_losses(self.steps["bpr_loss"].iloc[:end].tolist())
         return sum(recent) / len(recent) if recent else math.nan
 
+    def epoch_of(self, snapshot: Snapshot) -> int:
+        """The stage-1 epoch (from 1) in which ``snapshot``'s mask was taken; a magnitude
+        snapshot is taken after the last one."""
+        if snapshot.step is None:
+            return len(self.history)
+        return int(self.steps["epoch"].iloc[snapshot.step])
+
 
 # ----------------------------------------------------------------------------- sampling, loss
 

@@ -164,6 +164,8 @@ def test_the_rebuilt_stage_gives_the_numbers_of_the_old_one(
     old = {"pruning_l2": 0.0} if method == "cerp" else {}  # no stage-1 decay then
     pruned = prune(model_for(data, backbone, method, **old), data, config)
     assert [(s.target, s.num_nonzero, s.step, s.source) for s in pruned.snapshots] == snapshots
+    epochs = [pruned.epoch_of(s) for s in pruned.snapshots]  # 27 steps an epoch; magnitude: 8
+    assert epochs == [1 + (s[2] - 1) // 27 if s[2] else 8 for s in snapshots]
     assert len(pruned.steps) == 217 and pruned.steps["num_nonzero"].iloc[-1] == last_nonzero
     assert pruned.history["bpr_loss"].tolist() == pytest.approx(losses, rel=1e-6)
 

@@ -40,7 +40,8 @@ TINY: dict[str, Any] = {
 TINY_ROWS = 5  # full at 1.0, hash at 0.2 and 0.1, cerp at 0.2 and 0.1 (one pruning run)
 TINY_RUNS = 4
 BACKEND_INVARIANT = (
-    "num_params", "memory_bytes", "best_epoch", "epochs", "snapshot_source", "snapshot_bpr_loss"
+    "num_params", "memory_bytes", "best_epoch", "epochs", "snapshot_source", "snapshot_bpr_loss",
+    "snapshot_epoch"
 )  # fmt: skip
 
 
