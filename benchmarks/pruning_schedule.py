@@ -1,13 +1,20 @@
 """Which pruning schedules let the learnt thresholds take the snapshots, and at what accuracy.
 
 For each backbone, pruning method, threshold schedule and stage-1 decay (``pruning_l2``), one
-run on the synthetic data (d = 32, budgets 0.1 / 0.05 / 0.02, batch 1024, 10 epochs per stage, the
-notebooks' scale): how each snapshot was taken and when, the BPR loss then, the validation and
-test Recall@20 after retraining, and, at the end of stage 1, where the thresholds stand
-(``sigmoid(s)``) against the weights they must catch (quantiles of ``|w|``). One JSON line per
-run, appended to ``--out``; runs already there are skipped, so an interrupted study resumes.
+run on the synthetic data (d = 32, budgets 0.1 / 0.05 / 0.02, batch 1024, ``--epochs`` per
+stage, 10 by default as in the notebooks): how each snapshot was taken and when, the BPR loss
+then, the validation and test Recall@20 after retraining, and, at the end of stage 1, where
+the thresholds stand (``sigmoid(s)``) against the weights they must catch (quantiles of
+``|w|``). One JSON line per run, appended to ``--out``; runs already there are skipped, so an interrupted study resumes.
 
     python benchmarks/pruning_schedule.py --out results/pruning-schedule-synthetic/runs.jsonl
+
+PEP's stage-1 decay (``SUITE_PEP_PRUNING_L2``) was chosen from
+
+    python benchmarks/pruning_schedule.py --out results/pruning-schedule-synthetic/pep-decay.jsonl \
+        --methods pep --pruning-l2 0.2 0.3 --epoch-rates 1.0 2.0
+    python benchmarks/pruning_schedule.py --out results/pruning-schedule-synthetic/pep-decay.jsonl \
+        --methods pep --pruning-l2 0.3 0.4 0.5 --epoch-rates 1.0 --epochs 30 --workers 1
 """
 
 from __future__ import annotations
@@ -50,8 +57,9 @@ def stage_one_reach(table: PrunableEmbedding) -> dict[str, Any]:
     }
 
 
-def one_run(point: tuple[str, str, str, float, float]) -> dict[str, Any]:
+def one_run(task: tuple[tuple[str, str, str, float, float], int]) -> dict[str, Any]:
     torch.set_num_threads(1)
+    point, epochs = task
     backbone, method, schedule, rate, decay = point
     config = ExperimentConfig(
         dataset="synthetic",
@@ -60,7 +68,7 @@ def one_run(point: tuple[str, str, str, float, float]) -> dict[str, Any]:
         budgets=(0.1, 0.05, 0.02),
         dim=32,
         train=TrainConfig(
-            epochs=10,
+            epochs=epochs,
             batch_size=1024,
             threshold_schedule=schedule,
             threshold_lr=rate,
@@ -68,7 +76,7 @@ def one_run(point: tuple[str, str, str, float, float]) -> dict[str, Any]:
         ),
         embedding_options={"pruning_l2": decay},
     )
-    record: dict[str, Any] = {"point": list(point)}
+    record: dict[str, Any] = {"point": list(point), "epochs": epochs}
     began = time.perf_counter()
     data = load_dataset("synthetic", valid_fraction=config.valid_fraction, seed=config.seed)
     model = build_model(config, data)
@@ -108,6 +116,7 @@ def summary(lines: list[str]) -> list[dict[str, Any]]:
         record = json.loads(line)
         backbone, method, schedule, rate, decay = record["point"]
         point = {
+            "epochs": record.get("epochs", 10),
             "backbone": backbone,
             "method": method,
             "schedule": schedule,
@@ -130,25 +139,36 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--methods", nargs="+", default=["cerp", "pep"])
+    parser.add_argument("--pruning-l2", nargs="+", type=float, default=list(PRUNING_L2))
+    parser.add_argument(
+        "--epoch-rates", nargs="+", type=float, help="only these per-epoch threshold_lr values"
+    )
+    parser.add_argument("--epochs", type=int, default=10, help="bound of each stage")
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     done = set()
     if args.out.exists():
-        done = {tuple(json.loads(line)["point"]) for line in args.out.read_text().splitlines()}
+        done = {
+            (tuple(record["point"]), record.get("epochs", 10))
+            for record in map(json.loads, args.out.read_text().splitlines())
+        }
     grid = [
         (backbone, method, schedule, rate, decay)
         for backbone, method, (schedule, rate), decay in itertools.product(
-            ("lightgcn", "mf"), ("cerp", "pep"), SCHEDULES, PRUNING_L2
+            ("lightgcn", "mf"), args.methods, SCHEDULES, args.pruning_l2
         )
+        if args.epoch_rates is None or (schedule == "epoch" and rate in args.epoch_rates)
     ]
-    todo = [point for point in grid if tuple(point) not in done]
+    todo = [(point, args.epochs) for point in grid if (point, args.epochs) not in done]
     with ProcessPoolExecutor(args.workers) as pool, args.out.open("a") as out:
         for record in pool.map(one_run, todo):
             out.write(json.dumps(record) + "\n")
             out.flush()
             print(json.dumps(record)[:200], flush=True)
     lines = args.out.read_text().splitlines()
-    pd.DataFrame(summary(lines)).to_csv(args.out.with_name("summary.csv"), index=False)
+    table = args.out.with_name("summary.csv" if args.out.stem == "runs" else f"{args.out.stem}.csv")
+    pd.DataFrame(summary(lines)).to_csv(table, index=False)
 
 
 if __name__ == "__main__":

@@ -209,7 +209,7 @@ class ExperimentResult:
     """Result records (one per budget), the trained model of the last budget, and histories."""
 
     records: list[dict[str, Any]]
-    model: Recommender
+    model: Recommender | Popularity | None  # None: every budget was infeasible
     data: Interactions
     trainings: list[TrainResult]
     pruning: PruneResult | None = None
@@ -270,14 +270,50 @@ def build_model(config: ExperimentConfig, data: Interactions) -> Recommender:
     return model.to(resolve_device(config.device))
 
 
+def infeasible_budgets(config: ExperimentConfig, num_entities: int) -> dict[float, str]:
+    """The budgets of ``config`` its method cannot be built for, each with the reason (the
+    solver's error: the smallest or largest feasible budget)."""
+    if METHODS[config.method].build is None:
+        return {}
+    reasons = {}
+    for budget in config.budgets:
+        try:
+            make_embedding(
+                config.method, num_entities, config.dim, budget, **config.embedding_options
+            )
+        except ValueError as error:
+            reasons[budget] = str(error)
+    return reasons
+
+
+def infeasible_record(config: ExperimentConfig, data: Interactions, budget: float, reason: str
+                      ) -> dict[str, Any]:  # fmt: skip
+    """The record of a budget the method cannot meet: no metrics, the reason in ``infeasible``."""
+    return {
+        "dataset": data.name,
+        "backbone": config.backbone,
+        "method": config.method,
+        "budget": budget,
+        "seed": config.seed,
+        "dim": config.dim,
+        "protocol": config.protocol,
+        "infeasible": reason,
+        "version": cerp_core.__version__,
+        "git_commit": git_commit(),
+    }
+
+
 def run_experiment(
     config: ExperimentConfig,
     data: Interactions | None = None,
     checkpoint_dir: str | Path | None = None,
+    record_infeasible: bool = False,
 ) -> ExperimentResult:
     """Train (both stages for pruning methods), select on validation, evaluate test once.
 
     ``checkpoint_dir`` keeps one checkpoint per stage, so an interrupted run resumes there.
+    With ``record_infeasible`` (sweeps), budgets the method cannot meet give a record that
+    says why (:func:`infeasible_record`) and the others run; without it they raise.
     """
     if data is None:
         data = load_dataset(
@@ -288,6 +324,20 @@ def run_experiment(
             **config.data_options,
         )
     git_commit()  # the code of this process, before anything can change it
+    if record_infeasible:
+        reasons = infeasible_budgets(config, data.num_entities)
+        if reasons:
+            skipped = [infeasible_record(config, data, b, r) for b, r in reasons.items()]
+            feasible = tuple(b for b in config.budgets if b not in reasons)
+            if not feasible:
+                return ExperimentResult(skipped, None, data, [])
+            result = run_experiment(
+                dataclasses.replace(config, budgets=feasible), data, checkpoint_dir
+            )
+            result.records = sorted(
+                [*result.records, *skipped], key=lambda record: -record["budget"]
+            )
+            return result
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     method = METHODS[config.method]
     if method.build is None:  # a ranking that learns nothing: evaluated once, as it is
@@ -398,6 +448,7 @@ def _record(
         **{f"valid_{name}": value for name, value in result.best_metrics.items()},
         "best_epoch": result.best_epoch,
         "epochs": len(result.history),
+        "stopped_by_bound": bool(len(result.history)) and not result.stopped_early,
         "snapshot_source": snapshot.source if snapshot else "none",
         "snapshot_bpr_loss": pruning.loss_before(snapshot) if pruning and snapshot else math.nan,
         "snapshot_epoch": pruning.epoch_of(snapshot) if pruning and snapshot else math.nan,

@@ -23,6 +23,8 @@ METRICS = ("recall@20", "ndcg@20")
 PANEL = ["dataset", "backbone"]
 GROUP = [*PANEL, "method", "budget"]
 SIZES = ("num_params", "param_fraction", "memory_bytes")
+INFEASIBLE = "infeasible"
+"""A table cell whose method cannot meet the budget (the reason is in ``results.csv``)."""
 FULL_METHOD = "full"
 POPULARITY_METHOD = "popularity"
 BELOW_POPULARITY = " †"
@@ -58,12 +60,15 @@ def summarize(results: pd.DataFrame, metrics: Sequence[str] = METRICS) -> pd.Dat
     """Mean and std over seeds per (dataset, backbone, method, budget), in order of appearance.
 
     Columns: the group, ``seeds`` (how many), the mean sizes (``num_params``,
-    ``param_fraction``, ``memory_bytes``), and ``<metric>_mean`` / ``<metric>_std`` (NaN for
-    one seed).
+    ``param_fraction``, ``memory_bytes``), ``<metric>_mean`` / ``<metric>_std`` (NaN for
+    one seed) and, where the results record it, ``infeasible`` (why a method cannot meet the
+    budget; NaN for a run).
     """
     _require(results, [*GROUP, "seed", *SIZES, *metrics])
     _check_one_row_per_seed(results)
     aggregations = {"seeds": ("seed", "nunique")} | {size: (size, "mean") for size in SIZES}
+    if "infeasible" in results:  # the reason a method cannot meet a budget (sweeps record it)
+        aggregations["infeasible"] = ("infeasible", "first")
     for metric in metrics:
         aggregations[f"{metric}_mean"] = (metric, "mean")
         aggregations[f"{metric}_std"] = (metric, "std")
@@ -91,9 +96,9 @@ def paper_table(
 
     Rows are (dataset, backbone, method) in order of appearance; columns are (budget, metric),
     budgets descending. A cell is ``"0.1234 ± 0.0012"`` (``"0.1234"`` for one seed, ``"-"`` when
-    the method has no result at that budget). In each panel and column holding two or more
-    results, the best mean is wrapped in Markdown bold (``**0.1234 ± 0.0012**``, every tied
-    cell), which :func:`to_markdown` keeps and :func:`to_latex` turns into ``\\textbf``.
+    the method has no result at that budget, ``"infeasible"`` when it cannot meet the budget).
+    In each panel and column holding two or more results, the best mean is wrapped in Markdown
+    bold (``**0.1234 ± 0.0012**``, every tied cell), which :func:`to_markdown` keeps and :func:`to_latex` turns into ``\\textbf``.
 
     Args:
         results: The results table.
@@ -109,6 +114,11 @@ def paper_table(
         summary = summary[summary["budget"].isin(budgets)]
     rows = pd.MultiIndex.from_frame(summary[[*PANEL, "method"]].drop_duplicates())
     order = sorted(summary["budget"].unique(), reverse=True)
+    infeasible = (
+        summary.pivot(index=[*PANEL, "method"], columns="budget", values="infeasible")
+        if "infeasible" in summary
+        else pd.DataFrame(index=rows, columns=order)
+    ).reindex(index=rows, columns=order)
     columns = pd.MultiIndex.from_product([order, list(metrics)], names=["budget", "metric"])
     table = pd.DataFrame(index=rows, columns=columns, dtype=object)
     for metric in metrics:
@@ -130,8 +140,11 @@ def paper_table(
             & ~np.isin(methods, [POPULARITY_METHOD])[:, None]
         )
         for budget in order:
-            pairs = zip(mean[budget], std[budget], strict=True)
-            cells = [_format(m, sd, precision) for m, sd in pairs]
+            pairs = zip(mean[budget], std[budget], infeasible[budget], strict=True)
+            cells = [
+                INFEASIBLE if isinstance(reason, str) else _format(m, sd, precision)
+                for m, sd, reason in pairs
+            ]
             marks = zip(cells, best[budget], below[budget], strict=True)
             table[(budget, metric)] = [
                 (f"**{c}**" if is_best else c) + (BELOW_POPULARITY if is_below else "")

@@ -126,6 +126,7 @@ class TrainResult:
     best_epoch: int
     best_metrics: dict[str, float]
     seconds: float
+    stopped_early: bool = False  # validation stopped improving before the epoch bound
 
 
 @dataclass
@@ -480,7 +481,9 @@ def train(
     if state.best_model is not None:
         model.load_state_dict(state.best_model)
     best_epoch = state.best_epoch if state.best_model is not None else len(state.rows)
-    return TrainResult(pd.DataFrame(state.rows), best_epoch, state.best_metrics, state.seconds)
+    return TrainResult(
+        pd.DataFrame(state.rows), best_epoch, state.best_metrics, state.seconds, state.stopped
+    )
 
 
 LEARNT_WINDOW = 50

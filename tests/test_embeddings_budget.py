@@ -28,7 +28,7 @@ NUM_ENTITIES = (100, 1000, 70839)
 DIMS = (16, 64, 128)
 BUDGETS = (1.0, 0.5, 0.1, 0.05, 0.02, 0.01)
 UNPRUNED = ("full", "lowdim", "hash", "qr", "tt")
-PRUNED = ("pep", "magprune", "cerp", "cerp-noreg")
+PRUNED = ("pep", "magprune", "cerp", "cerp-noreg", "cerp-b1000")
 
 
 def fits(params: int, budget: float, n: int, d: int) -> bool:
@@ -117,11 +117,17 @@ def test_pruning_targets_and_cerp_bucket_size_fit(n, d):
 @pytest.mark.parametrize("d", (16, 64))
 def test_one_pruning_run_serves_every_budget(method, n, d):
     torch.manual_seed(0)
-    table = make_embedding(method, n, d, BUDGETS)
+    budgets = BUDGETS[1:]
+    if method in ("pep", "magprune"):  # a full-size table is within budget 1.0 from the start
+        with pytest.raises(ValueError, match="before any pruning, so nothing would be pruned"):
+            make_embedding(method, n, d, BUDGETS)
+    else:  # CERP's two tables can hold 2 N d, so even 1.0 is pruned to
+        budgets = BUDGETS
+    table = make_embedding(method, n, d, budgets)
     assert isinstance(table, PrunableEmbedding)
-    assert table.targets == tuple(max_parameters(b, n, d) for b in BUDGETS)
+    assert table.targets == tuple(max_parameters(b, n, d) for b in budgets)
     masks = {target: table.magnitude_masks(target) for target in table.targets}
-    for budget, target in zip(BUDGETS, table.targets, strict=True):
+    for budget, target in zip(budgets, table.targets, strict=True):
         table.rewind(masks[target])
         assert fits(table.num_parameters(), budget, n, d)
 
@@ -134,12 +140,14 @@ def test_cerp_bucket_rule_by_hand():
     assert torch.all(table.tables["P"].threshold == SUITE_THRESHOLD_INIT)
     # a tiny budget falls back on the smallest bucket size with unique pairs
     assert cerp_bucket_size(70839, 128, max_parameters(0.001, 70839, 128)) == 267
-    assert make_embedding("cerp", 100, 4, 0.5, bucket_factor=1.0).bucket_size == 25
+    assert make_embedding("cerp", 100, 4, 0.5, bucket_factor=1.5).bucket_size == 38
+    with pytest.raises(ValueError, match="nothing would be pruned"):  # tables of the target's size
+        make_embedding("cerp", 100, 4, 0.5, bucket_factor=1.0)
     assert make_embedding("cerp", 100, 4, 1.0).bucket_size == 100  # capped at N
 
 
 def test_overrides_reach_the_constructor():
-    paper = make_embedding("cerp", 70839, 8, 0.05, bucket_size=1000, threshold_init=-100.0)
+    paper = make_embedding("cerp", 70839, 8, 0.01, bucket_size=1000, threshold_init=-100.0)
     assert paper.bucket_size == 1000 and torch.all(paper.tables["Q"].threshold == -100.0)
     concat = make_embedding("cerp", 1000, 8, 0.05, combine="concat")
     assert concat.output_dim == 16
@@ -187,6 +195,22 @@ def test_other_rejections():
         make_embedding("full", 100, 4, 0.5)
     with pytest.raises(ValueError, match="smallest feasible budget is 0.0025"):
         make_embedding("pep", 100, 4, [0.1, 0.001])  # 0.4 parameters < 1
+
+
+def test_cerp_b1000_keeps_the_papers_buckets_and_prunes_only_below_its_size():
+    """Gowalla, d = 64: b = 1000 tables hold 2 * 1000 * 64 = 128,000 parameters, 0.0282 of the
+    full table; the paper's sparsities of them are budgets 0.0141 / 0.0085 / 0.0028."""
+    table = make_embedding("cerp-b1000", 70839, 64, (0.0141, 0.0085, 0.0028))
+    assert isinstance(table, CERPEmbedding) and table.bucket_size == 1000
+    assert table.targets == (63925, 38536, 12694)
+    assert table.regularizer_weight > 0
+    # 0.05 allows 226,684 parameters: met before any pruning, so no snapshot would be pruned
+    with pytest.raises(ValueError, match=r"cerp-b1000 stores only 128000 parameters, within budget "
+                                         r"0.05 \(226684\).*prune to is 0.02823"):  # fmt: skip
+        make_embedding("cerp-b1000", 70839, 64, (0.05, 0.0141))
+    with pytest.raises(ValueError, match=r"cerp with \{'bucket_size': 40\} stores only 1280"):
+        make_embedding("cerp", 1000, 16, 0.1, bucket_size=40)
+    assert make_embedding("cerp-b1000", 100, 4, 0.5).bucket_size == 100  # at most N
 
 
 @pytest.mark.parametrize("method", ["pep", "cerp"])

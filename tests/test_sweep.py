@@ -442,7 +442,7 @@ def test_a_sweep_with_failed_runs_exits_nonzero_and_names_them(
 ) -> None:
     import cerp_core.sweep.backends
 
-    def fails_for_qr(config: ExperimentConfig, checkpoint_dir: Path | None = None):
+    def fails_for_qr(config: ExperimentConfig, checkpoint_dir: Path | None = None, **_: Any):
         if config.method == "qr":
             raise RuntimeError("qr is broken today")
         return types.SimpleNamespace(records=stub_runner(config, checkpoint_dir))
@@ -460,8 +460,33 @@ def test_a_sweep_with_failed_runs_exits_nonzero_and_names_them(
     monkeypatch.setattr(
         cerp_core.sweep.backends,
         "run_experiment",
-        lambda c, checkpoint_dir=None: types.SimpleNamespace(
+        lambda c, checkpoint_dir=None, **_: types.SimpleNamespace(
             records=stub_runner(c, checkpoint_dir)
         ),
     )
     assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 0  # retried, stored
+
+
+def test_budgets_a_method_cannot_meet_are_rows_that_say_why(tmp_path: Path) -> None:
+    """lowdim at d = 16 needs a budget of at least 1/16; CERP with b = 1000 tables (32,000
+    parameters, 0.4 of the 5,000 x 16 table) cannot be pruned to 0.5. Both are kept as rows
+    with the reason, the other budgets run, and the table prints "infeasible"."""
+    from cerp_core import report
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(
+        "methods: [lowdim, cerp-b1000]\nbudgets: [0.5, 0.1, 0.02]\ndim: 16\n"
+        "train: {epochs: 2, batch_size: 1024, lr: 0.05}\n"
+    )
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 0
+    results = pd.read_csv(tmp_path / "out" / "results.csv")
+    reasons = results.set_index(["method", "budget"])["infeasible"]
+    assert reasons[("lowdim", 0.02)].startswith("lowdim cannot fit N=5000 ids x d=16 into budget")
+    assert "smallest feasible budget is 0.0625" in reasons[("lowdim", 0.02)]
+    assert "largest budget it can prune to is 0.3999" in reasons[("cerp-b1000", 0.5)]
+    assert reasons.drop([("lowdim", 0.02), ("cerp-b1000", 0.5)]).isna().all()
+    assert results["recall@20"].isna().sum() == 2 and len(results) == 6
+    table = report.paper_table(results, metrics=["recall@20"])
+    assert table.loc[("synthetic", "mf", "lowdim"), (0.02, "recall@20")] == "infeasible"
+    assert table.loc[("synthetic", "mf", "cerp-b1000"), (0.5, "recall@20")] == "infeasible"
+    assert table.loc[("synthetic", "mf", "cerp-b1000"), (0.1, "recall@20")][0] == "0"

@@ -202,20 +202,27 @@ def notebook_data() -> Interactions:
     return load_dataset("synthetic", valid_fraction=0.1, seed=0)
 
 
-@pytest.mark.parametrize("backbone", ["mf", "lightgcn"])
-def test_with_the_defaults_cerps_thresholds_take_every_snapshot(
-    notebook_data: Interactions, backbone: str
+@pytest.mark.parametrize(
+    ("method", "backbone", "by_thresholds"),
+    [("cerp", "mf", 3), ("cerp", "lightgcn", 3), ("pep", "lightgcn", 3), ("pep", "mf", 1)],
+)
+def test_with_the_defaults_the_thresholds_take_the_snapshots(
+    notebook_data: Interactions, method: str, backbone: str, by_thresholds: int
 ) -> None:
     """At the tutorial's scale (d = 32, budgets 0.1 / 0.05 / 0.02, batch 1024, 10 epochs) and
-    the library's defaults, every snapshot of CERP comes from its thresholds, with the suite's
-    regularizer on, and each mask is taken while the BPR loss is clearly below chance (ln 2)."""
+    the library's defaults, CERP's thresholds (with the suite's regularizer on) take every
+    snapshot, PEP's every one with LightGCN but only the first with MF (its 5% needs 12 epochs,
+    its 2% more decay than LightGCN's stage 1 survives, ``SUITE_PEP_PRUNING_L2``); each mask is
+    taken while the BPR loss is clearly below chance (ln 2)."""
     torch.manual_seed(0)
-    table = make_embedding("cerp", notebook_data.num_entities, 32, (0.1, 0.05, 0.02))
+    table = make_embedding(method, notebook_data.num_entities, 32, (0.1, 0.05, 0.02))
     model = make_model(backbone, table, notebook_data)
     pruned = prune(model, notebook_data, TrainConfig(epochs=10, batch_size=1024, progress=False))
-    assert [s.source for s in pruned.snapshots] == ["threshold"] * 3
-    assert table.regularizer_weight > 0 and pruned.history["pruning_loss"].iloc[0] < 0
-    for snapshot in pruned.snapshots:  # what each record reports as snapshot_bpr_loss
+    sources = [s.source for s in pruned.snapshots]
+    assert sources == ["threshold"] * by_thresholds + ["magnitude"] * (3 - by_thresholds)
+    if method == "cerp":
+        assert table.regularizer_weight > 0 and pruned.history["pruning_loss"].iloc[0] < 0
+    for snapshot in pruned.snapshots[:by_thresholds]:  # what records report: snapshot_bpr_loss
         assert snapshot.num_nonzero <= snapshot.target
         assert pruned.loss_before(snapshot) < math.log(2) - 0.02
 

@@ -9,6 +9,7 @@ from cerp_core.embeddings.base import (
 )
 from cerp_core.embeddings.budget import (
     METHODS,
+    SUITE_PEP_PRUNING_L2,
     SUITE_PRUNING_L2,
     SUITE_THRESHOLD_INIT,
     Method,
@@ -32,6 +33,7 @@ from cerp_core.embeddings.tt import TTEmbedding
 
 __all__ = [
     "METHODS",
+    "SUITE_PEP_PRUNING_L2",
     "SUITE_PRUNING_L2",
     "SUITE_THRESHOLD_INIT",
     "CERPEmbedding",

@@ -19,6 +19,7 @@ from cerp_core.embeddings.hashing import HashEmbedding
 from cerp_core.embeddings.lowdim import LowDimEmbedding
 from cerp_core.embeddings.magnitude import MagnitudePrunedEmbedding
 from cerp_core.embeddings.pep import PEPEmbedding
+from cerp_core.embeddings.pruning import PrunableEmbedding
 from cerp_core.embeddings.qr import QREmbedding
 from cerp_core.embeddings.tt import (
     TTEmbedding,
@@ -69,8 +70,14 @@ SUITE_PRUNING_L2 = 0.1
 """Stage-1 decay (``pruning_l2``, divided by a table's rows: 1e-4 per entry for ``b = 1000``)
 that :func:`make_embedding` gives CERP's tables, so that its
 thresholds, not magnitude completion, take the snapshots (``docs/method.md``, measured in
-``results/pruning-schedule-synthetic/``). PEP keeps none: the same decay collapses its full-size
-table with LightGCN, so its snapshots are still completed by magnitude."""
+``results/pruning-schedule-synthetic/``)."""
+
+SUITE_PEP_PRUNING_L2 = 0.4
+"""PEP's stage-1 decay in :func:`make_embedding`. A full table must lose 90-99% of its entries
+while its thresholds stop near ``sigmoid(0) = 0.5``, so it needs more decay than CERP's
+tables: with 0.1 no target was reached, with 0.5 LightGCN's stage 1 collapsed before learning;
+0.4 is the largest that learns with both backbones (``docs/method.md``, measured in
+``results/pruning-schedule-synthetic/pep-decay.jsonl``)."""
 
 INITIAL_PRUNED_SHARE = 0.25
 """At most this share of a Xavier-initialised table is pruned at step 0 (see
@@ -123,10 +130,11 @@ def max_parameters(budget: float, num_entities: int, dim: int) -> int:
     return math.floor(Fraction(str(budget)) * num_entities * dim)
 
 
-def _round_up(value: Fraction, digits: int = 4) -> float:
-    """``value`` rounded up to ``digits`` significant digits, so a quoted minimum is feasible."""
+def _round_up(value: Fraction, digits: int = 4, up: bool = True) -> float:
+    """``value`` rounded up (or down) to ``digits`` significant digits, so a quoted minimum
+    (maximum) is feasible."""
     scale = Fraction(10) ** (digits - 1 - math.floor(math.log10(value)))
-    return float(math.ceil(value * scale) / scale)
+    return float((math.ceil if up else math.floor)(value * scale) / scale)
 
 
 def infeasible(method: str, num_entities: int, dim: int, budget: float, needed: int) -> ValueError:
@@ -219,7 +227,7 @@ def _tt(n: int, d: int, budgets: Budgets, overrides: Kwargs) -> CompactEmbedding
 
 
 def _pep(n: int, d: int, budgets: Budgets, overrides: Kwargs) -> CompactEmbedding:
-    solved = {"threshold_init": threshold_init_for(n, d)}
+    solved = {"threshold_init": threshold_init_for(n, d), "pruning_l2": SUITE_PEP_PRUNING_L2}
     targets = pruning_targets("pep", n, d, budgets)
     return PEPEmbedding(n, d, targets=targets, **{**solved, **overrides})
 
@@ -246,6 +254,15 @@ def _cerp(
 
 def _cerp_noreg(n: int, d: int, budgets: Budgets, overrides: Kwargs) -> CompactEmbedding:
     return _cerp(n, d, budgets, {"regularizer_weight": 0.0, **overrides}, name="cerp-noreg")
+
+
+PAPER_BUCKET_SIZE = 1000
+"""The paper's bucket size ``b`` on Gowalla and Yelp2020, whatever the budget."""
+
+
+def _cerp_paper_buckets(n: int, d: int, budgets: Budgets, overrides: Kwargs) -> CompactEmbedding:
+    buckets = min(PAPER_BUCKET_SIZE, n)
+    return _cerp(n, d, budgets, {"bucket_size": buckets, **overrides}, name="cerp-b1000")
 
 
 Palette = tuple[int, str, str | tuple[int, tuple[int, ...]]]
@@ -294,9 +311,21 @@ class Method:
         if len(budgets) > 1 and not self.prunable:
             raise ValueError(f"{self.name} builds one table per budget; got {len(budgets)} budgets")
         table = self.build(num_entities, dim, tuple(float(b) for b in budgets), dict(overrides))
-        stored = sum(p.numel() for p in table.parameters())
         allowed = max_parameters(budgets[0], num_entities, dim)
-        if not self.prunable and stored > allowed:
+        if isinstance(table, PrunableEmbedding):
+            prunable = sum(part.weight.numel() for part in table.tables.values())
+            if prunable <= allowed:  # every target met at step 0: no snapshot would be pruned
+                raise ValueError(
+                    f"{self.name}{f' with {overrides}' if overrides else ''} stores only "
+                    f"{prunable} parameters, within "
+                    f"budget {budgets[0]} ({allowed}) before any pruning, so nothing would be "
+                    "pruned; the largest budget it can prune to is "
+                    f"{_round_up(Fraction(prunable - 1, num_entities * dim), up=False)}"
+                    " (or make its tables larger)"
+                )
+            return table
+        stored = sum(p.numel() for p in table.parameters())
+        if stored > allowed:
             raise ValueError(f"{self.name} with {overrides} stores {stored} > {allowed} parameters")
         return table
 
@@ -368,6 +397,14 @@ METHODS: dict[str, Method] = {
             solver_options=("bucket_factor",),
         ),
         Method(
+            "cerp-b1000",
+            "CERP, b = 1000",
+            _cerp_paper_buckets,
+            (6, "*", "-."),
+            prunable=True,
+            table=CERPEmbedding,
+        ),
+        Method(
             "cerp",
             "CERP",
             _cerp,
@@ -398,12 +435,15 @@ def make_embedding(
       (:func:`~cerp_core.embeddings.tt.factor_rows`, :func:`~cerp_core.embeddings.tt.factor_dim`),
       the largest rank (at most the useful maximum ``min(n1 d1, n3 d3)``) within the budget.
       Needs at least the rank-1 cores.
-    - ``pep``, ``magprune``: one target ``floor(budget_i * N * d)`` per budget.
+    - ``pep``, ``magprune``: one target ``floor(budget_i * N * d)`` per budget; PEP's stage-1
+      decay ``pruning_l2=`` :data:`SUITE_PEP_PRUNING_L2`.
     - ``cerp``, ``cerp-noreg``: targets likewise; bucket size
       ``b = max(ceil(sqrt(N)), ceil(bucket_factor * max_target / (2 d)))`` capped at ``N``, so the
       two tables hold ``bucket_factor`` (default 4: 75% sparsity) times the largest target, or
       more where unique pairs need ``b >= sqrt(N)``; stage-1 decay ``pruning_l2=``
-      :data:`SUITE_PRUNING_L2`. ``cerp-noreg`` sets ``regularizer_weight=0``.
+      :data:`SUITE_PRUNING_L2`. ``cerp-noreg`` sets ``regularizer_weight=0``;
+      ``cerp-b1000`` fixes the paper's ``b = 1000`` (:data:`PAPER_BUCKET_SIZE`, at most ``N``),
+      so its budgets must stay below its tables' ``2 b d`` parameters.
 
     Pruning methods accept a sequence of budgets (one pruning run, one target each) and, like
     the others, guarantee the budget for the *stored* non-zeros after pruning

@@ -21,8 +21,9 @@ Runner = Callable[[ExperimentConfig, Path | None], list[Record]]
 
 
 def run_records(config: ExperimentConfig, checkpoint_dir: Path | None) -> list[Record]:
-    """The default runner: :func:`~cerp_core.experiment.run_experiment`'s records."""
-    return run_experiment(config, checkpoint_dir=checkpoint_dir).records
+    """The default runner: :func:`~cerp_core.experiment.run_experiment`'s records, with a
+    record saying why for each budget the method cannot meet."""
+    return run_experiment(config, checkpoint_dir=checkpoint_dir, record_infeasible=True).records
 
 
 @dataclass
