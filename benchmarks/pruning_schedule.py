@@ -5,7 +5,8 @@ run on the synthetic data (d = 32, budgets 0.1 / 0.05 / 0.02, batch 1024, ``--ep
 stage, 10 by default as in the notebooks): how each snapshot was taken and when, the BPR loss
 then, the validation and test Recall@20 after retraining, and, at the end of stage 1, where
 the thresholds stand (``sigmoid(s)``) against the weights they must catch (quantiles of
-``|w|``). One JSON line per run, appended to ``--out``; runs already there are skipped, so an interrupted study resumes.
+``|w|``). One JSON line per run, appended to ``--out``; runs already there are skipped, so an
+interrupted study resumes.
 
     python benchmarks/pruning_schedule.py --out results/pruning-schedule-synthetic/runs.jsonl
 

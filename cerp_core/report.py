@@ -98,7 +98,8 @@ def paper_table(
     budgets descending. A cell is ``"0.1234 ± 0.0012"`` (``"0.1234"`` for one seed, ``"-"`` when
     the method has no result at that budget, ``"infeasible"`` when it cannot meet the budget).
     In each panel and column holding two or more results, the best mean is wrapped in Markdown
-    bold (``**0.1234 ± 0.0012**``, every tied cell), which :func:`to_markdown` keeps and :func:`to_latex` turns into ``\\textbf``.
+    bold (``**0.1234 ± 0.0012**``, every tied cell), which :func:`to_markdown` keeps and
+    :func:`to_latex` turns into ``\\textbf``.
 
     Args:
         results: The results table.
