@@ -41,7 +41,14 @@ import torch
 
 import cerp_core
 from cerp_core.analysis import complementarity
-from cerp_core.data import DATASET_NAMES, Interactions, load_dataset, make_synthetic
+from cerp_core.data import (
+    DATASET_NAMES,
+    DataIntegrityError,
+    Interactions,
+    load_dataset,
+    make_synthetic,
+    source_fingerprint,
+)
 from cerp_core.embeddings import (
     METHODS,
     CERPEmbedding,
@@ -51,6 +58,7 @@ from cerp_core.embeddings import (
     make_embedding,
 )
 from cerp_core.embeddings.base import MemoryReport
+from cerp_core.io import write_text_atomic
 from cerp_core.metrics import DEFAULT_KS, evaluate
 from cerp_core.models import MODELS, Popularity, Recommender, make_model
 from cerp_core.schema import STRICT, parse
@@ -311,10 +319,14 @@ def run_experiment(
 ) -> ExperimentResult:
     """Train (both stages for pruning methods), select on validation, evaluate test once.
 
-    ``checkpoint_dir`` keeps one checkpoint per stage, so an interrupted run resumes there.
-    With ``record_infeasible`` (sweeps), budgets the method cannot meet give a record that
-    says why (:func:`infeasible_record`) and the others run; without it they raise.
+    ``checkpoint_dir`` keeps one checkpoint per stage, so an interrupted run resumes there; it
+    is tied to the data's files (:func:`claim_checkpoints`), so changed data never resumes
+    from, or returns, a stale checkpoint. With ``record_infeasible`` (sweeps), budgets the
+    method cannot meet give a record that says why (:func:`infeasible_record`) and the others
+    run; without it they raise. Every record carries ``data_fingerprint``
+    (:func:`~cerp_core.data.source_fingerprint` of ``config.dataset``).
     """
+    fingerprint = source_fingerprint(config.dataset, config.data_root)
     if data is None:
         data = load_dataset(
             config.dataset,
@@ -324,21 +336,49 @@ def run_experiment(
             **config.data_options,
         )
     git_commit()  # the code of this process, before anything can change it
-    if record_infeasible:
-        reasons = infeasible_budgets(config, data.num_entities)
-        if reasons:
-            skipped = [infeasible_record(config, data, b, r) for b, r in reasons.items()]
-            feasible = tuple(b for b in config.budgets if b not in reasons)
-            if not feasible:
-                return ExperimentResult(skipped, None, data, [])
-            result = run_experiment(
-                dataclasses.replace(config, budgets=feasible), data, checkpoint_dir
-            )
-            result.records = sorted(
-                [*result.records, *skipped], key=lambda record: -record["budget"]
-            )
-            return result
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if folder is not None:
+        claim_checkpoints(folder, fingerprint)
+    reasons = infeasible_budgets(config, data.num_entities) if record_infeasible else {}
+    skipped = [infeasible_record(config, data, b, r) for b, r in reasons.items()]
+    feasible = tuple(b for b in config.budgets if b not in reasons)
+    if feasible:
+        result = _train_and_test(dataclasses.replace(config, budgets=feasible), data, folder)
+    else:
+        result = ExperimentResult([], None, data, [])
+    result.records = sorted([*result.records, *skipped], key=lambda record: -record["budget"])
+    for record in result.records:
+        record["data_fingerprint"] = fingerprint
+    return result
+
+
+DATA_MARKER = "data_fingerprint.txt"
+"""The file of a checkpoint folder that names the data its checkpoints were written for."""
+
+
+def claim_checkpoints(folder: Path, fingerprint: str | None) -> None:
+    """Tie ``folder``'s checkpoints to the data of ``fingerprint``; raise
+    :class:`~cerp_core.data.DataIntegrityError` if they were written for other data."""
+    if fingerprint is None:  # generated data: the configuration fixes it
+        return
+    marker = folder / DATA_MARKER
+    if marker.is_file():
+        found = marker.read_text().strip()
+        if found != fingerprint:
+            raise DataIntegrityError(
+                f"{folder} holds checkpoints of this configuration written for other data "
+                f"({found}; the data's files now give {fingerprint}): the data changed since. "
+                f"Delete {folder} to train afresh on the current data"
+            )
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(marker, fingerprint + "\n")
+
+
+def _train_and_test(
+    config: ExperimentConfig, data: Interactions, folder: Path | None
+) -> ExperimentResult:
+    """The training of :func:`run_experiment`, every budget of ``config`` feasible."""
     method = METHODS[config.method]
     if method.build is None:  # a ranking that learns nothing: evaluated once, as it is
         ranker = Popularity(data.train).to(resolve_device(config.device))

@@ -10,7 +10,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cerp_core.data.errors import DataError, DataFormatError, DatasetNotFoundError, DataWarning
+from cerp_core.data.errors import (
+    DataError,
+    DataFormatError,
+    DataIntegrityError,
+    DatasetNotFoundError,
+    DataWarning,
+)
 from cerp_core.data.frame import from_dataframe, k_core, split_train_test
 from cerp_core.data.interactions import Interactions, split_per_user, to_csr
 from cerp_core.data.lightgcn_text import (
@@ -28,6 +34,7 @@ from cerp_core.data.sources import (
     data_root,
     file_sha256,
     locate,
+    verify,
 )
 from cerp_core.data.synthetic import make_synthetic
 from cerp_core.io import save_npz_atomic
@@ -38,6 +45,7 @@ __all__ = [
     "DATASET_NAMES",
     "DataError",
     "DataFormatError",
+    "DataIntegrityError",
     "DataWarning",
     "DatasetNotFoundError",
     "Interactions",
@@ -47,6 +55,7 @@ __all__ = [
     "load_dataset",
     "make_synthetic",
     "read_lightgcn_dir",
+    "source_fingerprint",
     "split_per_user",
     "split_train_test",
 ]
@@ -89,6 +98,7 @@ def load_dataset(
         data = make_synthetic(seed=seed, **options)
     elif name_or_path in REAL_DATASETS:
         paths = locate(str(name_or_path), root)
+        verify(str(name_or_path), paths)
         data = read_lightgcn_dir(paths["train"].parent, name=str(name_or_path))
     elif Path(name_or_path).is_dir():
         data = read_lightgcn_dir(Path(name_or_path))
@@ -98,6 +108,20 @@ def load_dataset(
             "holding train.txt and test.txt"
         )
     return data.with_validation(valid_fraction, seed) if valid_fraction else data
+
+
+def source_fingerprint(name_or_path: str | Path, root: str | Path | None = None) -> str | None:
+    """What identifies the content of a data set read from files, ``"sha256:<train>-<test>"``
+    (16 hex digits of each file's SHA-256), so that results can be tied to the data they were
+    computed on; ``None`` for the synthetic data, which its options and seed fix."""
+    if name_or_path in REAL_DATASETS:
+        folder = locate(str(name_or_path), root)["train"].parent
+    elif isinstance(name_or_path, (str, Path)) and Path(name_or_path).is_dir():
+        folder = Path(name_or_path)
+    else:
+        return None
+    train, test = (file_sha256(folder / f"{split}.txt")[:16] for split in ("train", "test"))
+    return f"sha256:{train}-{test}"
 
 
 def read_lightgcn_dir(folder: str | Path, name: str | None = None) -> Interactions:

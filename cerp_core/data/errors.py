@@ -23,5 +23,9 @@ class DatasetNotFoundError(DataError):
     """A data set is neither on disk nor downloadable; says where to put the files."""
 
 
+class DataIntegrityError(DataError):
+    """A named data set's file differs from the published one; names the file."""
+
+
 class DataWarning(UserWarning):
     """A data set loads, but with something worth knowing (unused ids, a rebuilt cache)."""

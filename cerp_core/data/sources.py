@@ -8,6 +8,7 @@ with pooch and verified by hash when the machine is online.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pooch
 
-from cerp_core.data.errors import DatasetNotFoundError
+from cerp_core.data.errors import DataIntegrityError, DatasetNotFoundError
 
 DATA_DIR_ENV = "CERP_DATA_DIR"
 CACHE_DIR_ENV = "CERP_CACHE_DIR"
@@ -129,5 +130,32 @@ def _download(remote: RemoteFile, path: Path, name: str) -> None:
 
 
 def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, the key of the processed cache."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """SHA-256 of a file (the key of the processed cache), computed once per path, size and
+    modification time in a process."""
+    status = path.stat()
+    return _sha256(str(path.resolve()), status.st_size, status.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def verify(name: str, paths: dict[str, Path]) -> None:
+    """Raise :class:`DataIntegrityError` naming the file if a real data set's file differs
+    from the published one (a cut or edited copy would otherwise train and be recorded under
+    the data set's name)."""
+    for split, path in paths.items():
+        remote = REAL_DATASETS[name][split]
+        if remote.sha256:
+            expected, found = remote.sha256, file_sha256(path)
+        elif remote.git_blob:
+            expected, found = remote.git_blob, git_blob_id(path)
+        else:
+            continue
+        if found != expected:
+            raise DataIntegrityError(
+                f"{path} is not the published {name} {split} file (its hash is {found[:16]}..., "
+                f"expected {expected[:16]}... from {remote.url}); restore it, or put other "
+                "data in a folder of another name and load that folder by its path"
+            )

@@ -27,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
+from cerp_core.data import DataIntegrityError, source_fingerprint
 from cerp_core.io import write_text_atomic as write_atomic
 from cerp_core.sweep.backends import BACKENDS, Runner, RunOutcome, _local, _ray, run_records
 from cerp_core.sweep.config import (
@@ -112,6 +113,23 @@ def _store_outcomes(
     return done, failed
 
 
+def _check_stored_data(store: ResultStore, stored: dict[str, SweepRun]) -> None:
+    """Raise :class:`~cerp_core.data.DataIntegrityError` if a stored run was computed on other
+    data than its data set's files hold now: it would be skipped and its stale result kept."""
+    fingerprints: dict[tuple[str, str | None], str | None] = {}
+    for key, run in stored.items():
+        source = (run.config.dataset, run.config.data_root)
+        if source not in fingerprints:
+            fingerprints[source] = source_fingerprint(*source)
+        found = store.data_fingerprint(key)
+        if found is not None and found != fingerprints[source]:
+            raise DataIntegrityError(
+                f"{store.runs_dir / key}.json holds the result of {run.describe()} on other data "
+                f"({found}; the files of {run.config.dataset} now give {fingerprints[source]}). "
+                "Restore the data, or write this sweep to another --out"
+            )
+
+
 def run_sweep(
     config: SweepConfig,
     out: str | Path,
@@ -150,6 +168,7 @@ def run_sweep(
         phase.recover()
         finished = phase.finished()
         skipped = [key for key in runs if key in finished]
+        _check_stored_data(phase, {key: runs[key] for key in skipped})
         tasks = [
             (run, phase.checkpoint_dir(key)) for key, run in runs.items() if key not in finished
         ]

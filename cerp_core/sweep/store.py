@@ -88,6 +88,12 @@ class ResultStore:
         """Keys of the runs stored so far."""
         return {path.stem for path in self.runs_dir.glob("*.json")}
 
+    def data_fingerprint(self, key: str) -> str | None:
+        """The data the stored run ``key`` was computed on (``None``: generated data, or a run
+        stored before records carried it)."""
+        records = json.loads((self.runs_dir / f"{key}.json").read_text())["records"]
+        return records[0].get("data_fingerprint") if records else None
+
     def save(self, run: SweepRun, records: list[Record], seconds: float) -> None:
         """Store a finished run, forget its failure and checkpoints, regenerate the table."""
         payload = {
