@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -296,6 +297,14 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS = {"train": _train, "sweep": _sweep, "notebooks": _notebooks, "report": _report}
 
 
+def _allocation(error: BaseException) -> str:
+    """What an allocator refused, in one line: NumPy's ``Unable to allocate 32.3 GiB ...`` or
+    PyTorch's ``... you tried to allocate 400000000000 bytes ...``."""
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    found = re.search(r"tried to allocate (\d+) bytes", text)
+    return f"a tensor of {int(found.group(1)) / 2**30:.1f} GiB was refused" if found else text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a sub-command; bad input prints one line (no traceback) and returns 2."""
     args = build_parser().parse_args(argv)
@@ -307,4 +316,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SweepFailedError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except (MemoryError, RuntimeError) as error:
+        if not isinstance(error, MemoryError) and "allocate" not in str(error):
+            raise
+        print(f"error: out of memory: {_allocation(error)}; lower --dim, --num-negatives or "
+              "--batch-size", file=sys.stderr)  # fmt: skip
+        return 2
     return 0

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 import itertools
 import math
 import subprocess
@@ -61,7 +60,7 @@ from cerp_core.embeddings.base import MemoryReport
 from cerp_core.io import write_text_atomic
 from cerp_core.metrics import DEFAULT_KS, evaluate
 from cerp_core.models import MODELS, Popularity, Recommender, make_model
-from cerp_core.schema import STRICT, parse
+from cerp_core.schema import STRICT, check_arguments, parse
 from cerp_core.train import (
     PruneResult,
     Snapshot,
@@ -166,27 +165,18 @@ class ExperimentConfig:
         if self.backbone not in MODELS:
             raise ValueError(f"unknown backbone {self.backbone!r}; choose from {list(MODELS)}")
         method.check_options(self.embedding_options)
-        accepted = set(inspect.signature(MODELS[self.backbone]).parameters)
-        accepted -= {"embedding", "num_users", "num_items", "train"}
-        unknown = sorted(set(self.model_options) - accepted)
-        if unknown:
+        check_arguments(
+            MODELS[self.backbone],
+            self.model_options,
+            f"backbone {self.backbone!r}",
+            skip=("embedding", "num_users", "num_items", "train"),
+        )
+        if self.data_options and self.dataset != "synthetic":
             raise ValueError(
-                f"backbone {self.backbone!r} does not take the option(s) {unknown}; it accepts "
-                f"{sorted(accepted)}"
+                f"data_options {sorted(self.data_options)}: only the synthetic data set "
+                f"takes options, not {self.dataset!r}"
             )
-        if self.data_options:
-            if self.dataset != "synthetic":
-                raise ValueError(
-                    f"data_options {sorted(self.data_options)}: only the synthetic data set "
-                    f"takes options, not {self.dataset!r}"
-                )
-            accepted = set(inspect.signature(make_synthetic).parameters) - {"seed"}
-            unknown = sorted(set(self.data_options) - accepted)
-            if unknown:
-                raise ValueError(
-                    f"the synthetic data set does not take the option(s) {unknown}; it "
-                    f"accepts {sorted(accepted)}"
-                )
+        check_arguments(make_synthetic, self.data_options, "the synthetic data set", ("seed",))
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> ExperimentConfig:

@@ -12,9 +12,10 @@ is converted.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, TypeVar, get_type_hints
 
 import yaml
@@ -97,3 +98,41 @@ def _describe(cls: type, problem: Mapping[str, Any], hide: str | None) -> str:
         known = field_names(_owner(cls, loc))
         return f"{shown}: unknown key; known: {known}"
     return f"{shown or 'value'}: {problem['msg'].lower()} (got {problem['input']!r})"
+
+
+def check_arguments(
+    target: Callable[..., Any],
+    values: Mapping[str, Any],
+    what: str,
+    skip: Collection[str] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> None:
+    """Raise :class:`ConfigError` if ``target`` (a class or function) would not take
+    ``values`` as keyword arguments: an unknown name (the message lists the accepted ones) or a
+    value whose type differs from the parameter's annotation (checked as :func:`parse` checks
+    fields: ``"abc"`` is not a float). ``what`` names the target in messages (``method
+    'cerp'``); ``skip`` are parameters the caller sets itself, ``extra`` further accepted names
+    with their types (options a builder takes before calling ``target``)."""
+    hints = get_type_hints(target.__init__ if isinstance(target, type) else target)
+    names = [name for name in inspect.signature(target).parameters if name not in skip]
+    accepted = {name: hints.get(name, Any) for name in names} | dict(extra or {})
+    unknown = sorted(set(values) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"{what} does not take the option(s) {unknown}; it accepts {sorted(accepted)}"
+        )
+    for name, value in values.items():
+        try:
+            text = json.dumps(value, allow_nan=True)
+            TypeAdapter(accepted[name]).validate_json(text, strict=True)
+        except (TypeError, ValueError) as error:  # ValidationError is a ValueError
+            problem = error.errors()[0]["msg"] if isinstance(error, ValidationError) else error
+            raise ConfigError(
+                f"{what}: option {name}={value!r}: {str(problem).lower()} "
+                f"(expected {_type_name(accepted[name])})"
+            ) from None
+
+
+def _type_name(annotation: Any) -> str:
+    """``float``, ``int | None``, ``Literal['add', 'concat']``: how a type reads in a message."""
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation)

@@ -57,6 +57,12 @@ def test_lowdim_is_a_narrower_full_table():
 def test_option_names_are_checked_against_the_constructor():
     with pytest.raises(ValueError, match=r"\['regulariser_weight'\].*'regularizer_weight'"):
         make_embedding("cerp", 1000, 8, 0.1, regulariser_weight=1.0)
+    with pytest.raises(ValueError, match=r"option bucket_factor='4': input should be a valid"):
+        make_embedding("cerp", 1000, 8, 0.1, bucket_factor="4")
+    with pytest.raises(ValueError, match=r"option row_factors=\[10, 10\]: .*expected tuple"):
+        make_embedding("tt", 1000, 8, 0.1, row_factors=[10, 10])
+    with pytest.raises(ValueError, match=r"method 'popularity' takes no options"):
+        METHODS["popularity"].check_options({"seed": 1})
     # 4 x the 800-parameter target over two 8-wide tables: b = 4 * 800 / 16
     assert make_embedding("cerp", 1000, 8, 0.1, bucket_factor=4.0).bucket_size == 200
     with pytest.raises(ValueError, match="stores no embedding"):
@@ -141,8 +147,9 @@ def test_cerp_bucket_rule_by_hand():
     # a tiny budget falls back on the smallest bucket size with unique pairs
     assert cerp_bucket_size(70839, 128, max_parameters(0.001, 70839, 128)) == 267
     assert make_embedding("cerp", 100, 4, 0.5, bucket_factor=1.5).bucket_size == 38
-    with pytest.raises(ValueError, match="nothing would be pruned"):  # tables of the target's size
-        make_embedding("cerp", 100, 4, 0.5, bucket_factor=1.0)
+    for factor in (1.0, -1.0, float("nan")):  # tables no larger than the target: nothing to prune
+        with pytest.raises(ValueError, match="bucket_factor must be a number above 1"):
+            make_embedding("cerp", 100, 4, 0.5, bucket_factor=factor)
     assert make_embedding("cerp", 100, 4, 1.0).bucket_size == 100  # capped at N
 
 

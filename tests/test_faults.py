@@ -61,6 +61,40 @@ def test_a_duplicated_yaml_key_and_a_directory_are_refused(
             ["--method", "pep", "--budget", "0.5", "--threshold-lr", "200"],
             "error: stage 1 has learnt nothing by step",
         ),
+        # option values are checked by type and range before anything is built (issue cases)
+        (
+            ["--method", "cerp", "--embedding-option", "bucket_factor=abc"],
+            "error: method 'cerp': option bucket_factor='abc': input should be a valid number "
+            "(expected float)",
+        ),
+        (
+            ["--method", "cerp", "--embedding-option", "bucket_factor=-1"],
+            "error: bucket_factor must be a number above 1",
+        ),
+        (
+            ["--method", "cerp", "--embedding-option", "regularizer_weight=nan"],
+            "option regularizer_weight='nan': input should be a valid number",
+        ),
+        (
+            ["--method", "cerp", "--embedding-option", "regularizer_weight=.nan"],
+            "error: regularizer_weight must be a finite number >= 0, got nan",
+        ),
+        (
+            ["--backbone", "lightgcn", "--model-option", "num_layers=abc"],
+            "error: backbone 'lightgcn': option num_layers='abc': input should be a valid integer",
+        ),
+        (
+            ["--backbone", "mlp", "--model-option", "hidden=abc"],
+            "error: backbone 'mlp': option hidden='abc': input should be a valid",
+        ),
+        (
+            ["--method", "full", "--budget", "1.0", "--dim", "100000000"],
+            "error: out of memory: a tensor of 1862.6 GiB was refused; lower --dim",
+        ),  # fmt: skip
+        (
+            ["--method", "full", "--budget", "1.0", "--num-negatives", "100000"],
+            "error: out of memory: Unable to allocate",
+        ),  # fmt: skip
     ],
 )
 def test_bad_values_name_what_is_wrong(

@@ -44,6 +44,8 @@ TINY: dict[str, dict[str, Any]] = {
         "EPOCHS": 3,  # stage 1 must learn before its masks are kept
         "BATCH_SIZE": 256,
         "LR": 0.05,
+        # at this toy scale PEP's default decay (0.4) prunes rows before stage 1 learns
+        "EMBEDDING_OPTIONS": {"pep": {"pruning_l2": 0.1}},
     },
     "04_sparsity_visualization": {
         "DATA_OPTIONS": TINY_DATA,

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from numbers import Real
 from typing import Any
@@ -28,6 +27,7 @@ from cerp_core.embeddings.tt import (
     max_useful_rank,
     tt_parameters,
 )
+from cerp_core.schema import check_arguments
 
 Budget = float | Sequence[float]
 Budgets = tuple[float, ...]
@@ -177,6 +177,11 @@ def cerp_bucket_size(
     num_entities: int, dim: int, max_target: int, bucket_factor: float = BUCKET_FACTOR
 ) -> int:
     """``b = max(min_bucket_size(N), ceil(bucket_factor * max_target / (2 d)))``, capped at N."""
+    if not math.isfinite(bucket_factor) or bucket_factor <= 1:
+        raise ValueError(
+            f"bucket_factor must be a number above 1 (the tables hold bucket_factor times the "
+            f"largest target, so that stage 1 has something to prune), got {bucket_factor}"
+        )
     wanted = math.ceil(bucket_factor * max_target / (2 * dim))
     return min(num_entities, max(min_bucket_size(num_entities), wanted))
 
@@ -266,6 +271,7 @@ def _cerp_paper_buckets(n: int, d: int, budgets: Budgets, overrides: Kwargs) -> 
 
 
 Palette = tuple[int, str, str | tuple[int, tuple[int, ...]]]
+FACTORS = tuple[int, int, int]  # TT's row and width factors
 
 
 @dataclass(frozen=True)
@@ -289,7 +295,8 @@ class Method:
             methods that run at every budget below 1.
         style: Figure style: a slot of seaborn's colour-blind palette, a marker, a line style.
         table: The class ``build`` returns (its arguments are the method's options).
-        solver_options: Options ``build`` takes itself to size the table (``bucket_factor``).
+        solver_options: Options ``build`` takes itself to size the table, with their types
+            (``{"bucket_factor": float}``).
     """
 
     name: str
@@ -300,7 +307,7 @@ class Method:
     reference: bool = False
     fixed_budget: float | None = None
     table: type[CompactEmbedding] | None = None
-    solver_options: tuple[str, ...] = ()
+    solver_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __call__(
         self, num_entities: int, dim: int, budget: Budget, **overrides: Any
@@ -329,22 +336,21 @@ class Method:
             raise ValueError(f"{self.name} with {overrides} stores {stored} > {allowed} parameters")
         return table
 
-    def option_names(self) -> frozenset[str]:
-        """Names ``overrides`` may use: the table's constructor arguments (but the id space,
-        width and targets, which the solver sets) and the solver's own options."""
-        if self.table is None:
-            return frozenset()
-        accepted = inspect.signature(self.table).parameters
-        return frozenset(accepted) - {"num_entities", "dim", "targets"} | set(self.solver_options)
-
     def check_options(self, options: Mapping[str, Any]) -> None:
-        """Raise ``ValueError`` naming the first option this method does not accept."""
-        unknown = sorted(set(options) - self.option_names())
-        if unknown:
-            raise ValueError(
-                f"method {self.name!r} does not take the option(s) {unknown}; it accepts "
-                f"{sorted(self.option_names())}"
-            )
+        """Raise ``ValueError`` naming the first option this method does not accept, by name
+        or by type: the table's constructor arguments (but the id space, width and targets,
+        which the solver sets) and the solver's own options."""
+        if self.table is None:
+            if options:
+                raise ValueError(f"method {self.name!r} takes no options, got {sorted(options)}")
+            return
+        check_arguments(
+            self.table,
+            options,
+            f"method {self.name!r}",
+            skip=("num_entities", "dim", "targets"),
+            extra=self.solver_options,
+        )
 
 
 METHODS: dict[str, Method] = {
@@ -376,7 +382,10 @@ METHODS: dict[str, Method] = {
             _tt,
             (3, "D", ":"),
             table=TTEmbedding,
-            solver_options=("row_factors", "dim_factors"),
+            solver_options={
+                "row_factors": tuple[int, int, int],
+                "dim_factors": tuple[int, int, int],
+            },
         ),
         Method("pep", "PEP", _pep, (4, "P", (0, (5, 1))), prunable=True, table=PEPEmbedding),
         Method(
@@ -394,7 +403,7 @@ METHODS: dict[str, Method] = {
             (9, "*", (0, (1, 1))),
             prunable=True,
             table=CERPEmbedding,
-            solver_options=("bucket_factor",),
+            solver_options={"bucket_factor": float},
         ),
         Method(
             "cerp-b1000",
@@ -411,7 +420,7 @@ METHODS: dict[str, Method] = {
             (0, "*", "-"),
             prunable=True,
             table=CERPEmbedding,
-            solver_options=("bucket_factor",),
+            solver_options={"bucket_factor": float},
         ),
     )
 }

@@ -122,6 +122,11 @@ class CERPEmbedding(PrunableEmbedding):
                 f"some ids would share both rows; the smallest valid bucket size is "
                 f"{min_bucket_size(num_entities)} (b >= sqrt(N))"
             )
+        for name, value in (("regularizer_weight", regularizer_weight),
+                            ("regularizer_decay", regularizer_decay),
+                            ("regularizer_sharpness", regularizer_sharpness)):  # fmt: skip
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
         width = 2 * dim if combine == "concat" else dim
         super().__init__(num_entities, dim, width, targets, pruning_l2)
         self.bucket_size = bucket_size
