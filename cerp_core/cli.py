@@ -13,7 +13,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -24,6 +24,7 @@ from cerp_core.models import MODELS
 from cerp_core.schema import YamlLoader
 from cerp_core.sweep import (
     BACKENDS,
+    ResultStore,
     StoreBusyError,
     SweepConfig,
     SweepFailedError,
@@ -32,6 +33,9 @@ from cerp_core.sweep import (
     stored_choices,
 )
 from cerp_core.train import THRESHOLD_SCHEDULES, TrainConfig
+
+if TYPE_CHECKING:  # pandas is imported when a command needs it (fast --help)
+    import pandas as pd
 
 
 def _option(text: str) -> tuple[str, Any]:
@@ -233,18 +237,42 @@ def _add_report_parser(commands: argparse._SubParsersAction) -> None:
     )
 
 
+def _stored_results(folder: Path) -> pd.DataFrame:
+    """The results of a sweep folder: rebuilt from its ``runs/*.json`` (the truth; a damaged
+    file is named) and rewritten to ``results.csv``, or read from ``results.csv`` alone, every
+    metric checked to be a number."""
+    import pandas as pd
+
+    from cerp_core.report import METRICS
+
+    source = folder / "results.csv"
+    if (folder / "runs").is_dir() and any((folder / "runs").glob("*.json")):
+        return ResultStore(folder).write_table()
+    if not source.is_file():
+        raise FileNotFoundError(f"{source} not found; run a sweep with --out {folder} first")
+    try:
+        results = pd.read_csv(source)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise ValueError(f"{source} is not a readable results table: {error}") from None
+    for column in [c for c in METRICS if c in results]:
+        numbers = pd.to_numeric(results[column], errors="coerce")
+        bad = results.index[numbers.isna() & results[column].notna()]
+        if len(bad):
+            raise ValueError(
+                f"{source}, line {bad[0] + 2}: {column} is {results[column][bad[0]]!r}, not a "
+                "number (a damaged table; rerun the sweep to rebuild it from its runs)"
+            )
+    return results
+
+
 def _report(args: argparse.Namespace) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import pandas as pd
-
     from cerp_core import plots, report
 
     source = args.folder / "results.csv"
-    if not source.is_file():
-        raise FileNotFoundError(f"{source} not found; run a sweep with --out {args.folder} first")
-    results = pd.read_csv(source)
+    results = _stored_results(args.folder)
     if results.empty:
         raise ValueError(
             f"{source} holds no finished run; see {args.folder / 'failures'} for the failed ones"

@@ -116,3 +116,41 @@ def test_report_on_a_folder_whose_runs_all_failed(
     )
     assert main(["report", str(tmp_path)]) == 2
     assert "holds no finished run" in capsys.readouterr().err
+
+
+def test_report_rebuilds_its_table_from_the_runs_and_names_damaged_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: a results.csv value cut mid-number gave wrong means with exit 0, a truncated
+    file a KeyError traceback, a damaged runs/<key>.json "Expecting value: line 6"."""
+    path = tmp_path / "sweep.yaml"
+    path.write_text("methods: [popularity, full]\nbudgets: [0.1]\ndim: 8\ntrain: {epochs: 1}\n")
+    out = tmp_path / "out"
+    assert main(["sweep", str(path), "--out", str(out)]) == 0
+    table = out / "results.csv"
+    good = table.read_text()
+    table.write_text(good.replace("0.", "0.x", 1))  # a damaged cell
+    assert main(["report", str(out)]) == 0  # rebuilt from runs/*.json, the truth
+    assert table.read_text() == good
+    run = sorted((out / "runs").glob("*.json"))[0]
+    run.write_text(run.read_text()[:200])
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 2
+    assert f"error: {run} is not a readable stored run (JSONDecodeError" in capsys.readouterr().err
+    assert main(["sweep", str(path), "--out", str(out)]) == 2  # the sweep names it too
+    assert f"error: {run} is not a readable stored run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "is not a readable results table: No columns to parse"),
+        ("method,budget,recall@20\nfull,1.0,0.1x\n", "results.csv, line 2: recall@20 is '0.1x'"),
+    ],
+)
+def test_report_on_a_bare_damaged_table_names_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    (tmp_path / "results.csv").write_text(text)
+    assert main(["report", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err

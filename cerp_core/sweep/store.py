@@ -18,6 +18,10 @@ from cerp_core.io import write_text_atomic as write_atomic
 from cerp_core.sweep.config import Record, SweepRun, row_key
 
 
+class DamagedRunError(ValueError):
+    """A stored run file that cannot be read; names the file."""
+
+
 class StoreBusyError(RuntimeError):
     """Another sweep holds the result folder; two writers would race on its table."""
 
@@ -144,16 +148,22 @@ class ResultStore:
         """Every record of every stored run, one row each, in a stable order."""
         rows = []
         for path in sorted(self.runs_dir.glob("*.json")):
-            run = json.loads(path.read_text())
-            extra = {
-                **_config_columns(run["config"]),
-                "tuned": json.dumps(run.get("tuned", {}), sort_keys=True),
-                "run_seconds": run["seconds"],
-                "finished_at": run["finished_at"],
-            }
-            for record in run["records"]:
-                keys = {"run_key": run["key"], "row_key": row_key(run["key"], record["budget"])}
-                rows.append({**keys, **record, **extra})
+            try:
+                run = json.loads(path.read_text())
+                extra = {
+                    **_config_columns(run["config"]),
+                    "tuned": json.dumps(run.get("tuned", {}), sort_keys=True),
+                    "run_seconds": run["seconds"],
+                    "finished_at": run["finished_at"],
+                }
+                for record in run["records"]:
+                    keys = {"run_key": run["key"], "row_key": row_key(run["key"], record["budget"])}
+                    rows.append({**keys, **record, **extra})
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+                raise DamagedRunError(
+                    f"{path} is not a readable stored run ({type(error).__name__}: {error}); "
+                    "move it away, and the sweep's next run recomputes that run"
+                ) from None
         order = ["dataset", "backbone", "seed", "method", "budget"]
         table = pd.DataFrame(rows, columns=None if rows else ["run_key", "row_key", *order])
         table = table.sort_values(order, ascending=[True] * 4 + [False])
