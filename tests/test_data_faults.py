@@ -164,6 +164,21 @@ def test_small_gaps_and_test_only_items_are_counted_and_warned_once(tmp_path: Pa
     assert {"users", "items", "entities", "train", "valid", "test", "density"} <= set(stats.index)
 
 
+def test_users_seen_only_in_test_are_counted_and_warned_about(tmp_path: Path) -> None:
+    """Before: items seen only in test were counted and warned about, users were not."""
+    folder = folder_with(tmp_path / "toy", "0 1 2\n1 0\n3 2 4\n", "0 5\n1 1\n4 3\n")
+    with pytest.warns(DataWarning, match=r"1 test-only users \(no training interaction; scored "
+                                         r"with embeddings never fitted to them\); 2 test-only "
+                                         r"items"):  # fmt: skip
+        data = load_dataset(folder, valid_fraction=0.0)
+    stats = data.statistics().iloc[0]
+    assert (stats["unused_user_ids"], stats["test_only_users"], stats["test_only_items"]) == (
+        1,
+        1,
+        2,
+    )
+
+
 def test_dense_data_has_no_gaps_and_no_warning(tmp_path: Path) -> None:
     data = no_data_warnings(lambda: load_dataset(folder_with(tmp_path / "toy", *toy_lines())))
     stats = data.statistics().iloc[0]

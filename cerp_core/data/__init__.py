@@ -166,11 +166,14 @@ def read_lightgcn_dir(folder: str | Path, name: str | None = None) -> Interactio
 
 
 def _warn_about_gaps(data: Interactions, files: str) -> None:
-    """One warning when some ids have no interaction or some items occur only in test."""
+    """One warning when some ids have no interaction or some users or items occur only in
+    test."""
     gaps = data.id_space_gaps()
     found = [
         f"{gaps['unused_user_ids']:,} of {data.num_users:,} user ids have no interaction",
         f"{gaps['unused_item_ids']:,} of {data.num_items:,} item ids have no interaction",
+        f"{gaps['test_only_users']:,} test-only users (no training interaction; scored with "
+        "embeddings never fitted to them)",
         f"{gaps['test_only_items']:,} test-only items (no training interaction)",
     ]
     found = [text for text, count in zip(found, gaps.values(), strict=True) if count]

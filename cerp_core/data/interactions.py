@@ -91,18 +91,24 @@ class Interactions:
         return np.diff(self.train.indptr).astype(np.int64)
 
     def id_space_gaps(self) -> dict[str, int]:
-        """Ids without any interaction (in any split), and items with test interactions only.
+        """Ids without any interaction (in any split), and users and items with test
+        interactions only.
 
         They stay in the id space: unused items are ranking candidates and negatives, and all
         of them count in ``num_entities``, the full-table size that budgets are fractions of.
+        A test-only user or item is scored with the embedding no training step fitted to it
+        (its initial row in a full table; rows shared with trained entities in CERP, hashing
+        and QR).
         """
         per_user = sum(np.diff(split.indptr) for split in (self.train, self.valid, self.test))
+        fit_per_user = np.diff(self.train.indptr) + np.diff(self.valid.indptr)
         fit = np.concatenate((self.train.indices, self.valid.indices))
         in_fit = np.bincount(fit, minlength=self.num_items) > 0
         in_test = np.bincount(self.test.indices, minlength=self.num_items) > 0
         return {
             "unused_user_ids": int(np.count_nonzero(per_user == 0)),
             "unused_item_ids": int(np.count_nonzero(~in_fit & ~in_test)),
+            "test_only_users": int(np.count_nonzero((fit_per_user == 0) & (per_user > 0))),
             "test_only_items": int(np.count_nonzero(~in_fit & in_test)),
         }
 
