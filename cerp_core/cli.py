@@ -107,8 +107,9 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def _claim_folder(out: Path, key: str, config: ExperimentConfig) -> None:
+def _claim_folder(out: Path, key: str, config: ExperimentConfig) -> bool:
     """Make ``out`` the folder of the run ``key``; refuse one that holds another run's results.
+    Returns whether this call claimed it (wrote ``run.json``).
 
     ``out/run.json`` names the configuration whose results the folder holds, so a second
     configuration can neither overwrite them nor leave its files beside them.
@@ -128,13 +129,14 @@ def _claim_folder(out: Path, key: str, config: ExperimentConfig) -> None:
                 f"--out {out} holds the results of another configuration (run key {owner}, see "
                 f"{marker}); choose another --out to keep both"
             )
-        return
+        return False
     try:
         out.mkdir(parents=True, exist_ok=True)
         payload = {"run_key": key, "config": dataclasses.asdict(config)}
         write_atomic(marker, json.dumps(payload, indent=1, sort_keys=True) + "\n")
     except OSError as error:
         raise ValueError(f"--out {out} cannot be written: {error.strerror}") from None
+    return True
 
 
 def experiment_config(args: argparse.Namespace) -> ExperimentConfig:
@@ -169,8 +171,14 @@ def experiment_config(args: argparse.Namespace) -> ExperimentConfig:
 def _train(args: argparse.Namespace) -> None:
     config = experiment_config(args)
     key = run_key(config)
-    _claim_folder(args.out, key, config)
-    result = run_experiment(config, checkpoint_dir=args.out / "checkpoints")
+    claimed = _claim_folder(args.out, key, config)
+    try:
+        result = run_experiment(config, checkpoint_dir=args.out / "checkpoints")
+    except ValueError:  # refused: a run that saved nothing leaves the folder to the next one
+        checkpoints = args.out / "checkpoints"
+        if claimed and not any(checkpoints.glob("*.pt")):
+            (args.out / "run.json").unlink()
+        raise
     records = result.records
     write_atomic(args.out / "metrics.json", json.dumps(records, indent=2, sort_keys=True) + "\n")
     history = result.trainings[-1].history

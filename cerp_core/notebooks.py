@@ -60,6 +60,10 @@ def run_notebooks(
     unknown = set(parameters) - {"common"} - {p.stem for p in notebook_paths(folder)}
     if unknown:
         raise ValueError(f"parameter file names unknown notebooks: {sorted(unknown)}")
+    known = [p.stem for p in notebook_paths(folder)]
+    unmatched = [prefix for prefix in only or [] if not any(s.startswith(prefix) for s in known)]
+    if unmatched:
+        raise ValueError(f"--only {' '.join(unmatched)}: no notebook's name starts so; {known}")
     output_dir = folder if output_dir is None else Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = [p for p in notebook_paths(folder) if not only or p.stem.startswith(tuple(only))]

@@ -154,3 +154,28 @@ def test_report_on_a_bare_damaged_table_names_file_and_line(
     (tmp_path / "results.csv").write_text(text)
     assert main(["report", str(tmp_path)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_refused_run_leaves_its_folder_to_the_corrected_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: the refused run's run.json blocked the corrected command ("holds the results of
+    another configuration")."""
+    out = ["--out", str(tmp_path / "x"), *TINY, "--method", "cerp", "--budget", "0.1"]
+    assert main(["train", *out, "--embedding-option", "bucket_factor=-1"]) == 2
+    assert not (tmp_path / "x" / "run.json").exists()
+    assert main(["train", *out, "--embedding-option", "bucket_factor=3"]) == 0
+
+
+def test_sweep_out_and_notebook_names_are_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "sweep.yaml"
+    config.write_text("methods: [popularity]\nbudgets: [0.1]\n")
+    (tmp_path / "file").write_text("")
+    assert main(["sweep", str(config), "--out", str(tmp_path / "file")]) == 2
+    assert f"error: --out {tmp_path / 'file'} is a file, not a folder" in capsys.readouterr().err
+    assert main(["notebooks", "--only", "99"]) == 2  # before: ran nothing, exit 0
+    assert "error: --only 99: no notebook's name starts so; ['01_data_preparation'" in (
+        capsys.readouterr().err
+    )

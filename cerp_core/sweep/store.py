@@ -70,7 +70,13 @@ class ResultStore:
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
         """Hold the folder's lock while writing; fails at once if another sweep holds it."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise ValueError(f"--out {self.folder} is a file, not a folder")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            (self.folder / ".lock").touch()
+        except OSError as error:
+            raise ValueError(f"--out {self.folder} cannot be written: {error.strerror}") from None
         lock = FileLock(self.folder / ".lock")
         try:
             lock.acquire(timeout=0)
