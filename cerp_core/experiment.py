@@ -420,6 +420,13 @@ def selection_split(config: ExperimentConfig, data: Interactions) -> sp.csr_matr
 
 def _validator(config: ExperimentConfig, data: Interactions) -> Callable[..., dict[str, float]]:
     """Metrics of a model on :func:`selection_split`, as the training loops call it."""
+    if not selection_split(config, data).nnz:
+        raise ValueError(
+            f"the {config.protocol} protocol selects epochs on the "
+            f"{'test' if config.protocol == 'paper' else 'validation'} split, which is empty "
+            f"(valid_fraction {config.valid_fraction}); give --valid-fraction in (0, 1), or "
+            "--protocol paper to select on test as the authors' code does"
+        )
     return functools.partial(
         evaluate,
         train=data.train,

@@ -261,3 +261,17 @@ def test_a_test_split_that_would_be_empty_is_refused() -> None:
     frame = pd.DataFrame({"user": [0, 1, 2], "item": [0, 1, 2]})
     with pytest.raises(DataError, match="test split would be empty"):
         from_dataframe(frame)
+
+
+@pytest.mark.parametrize("value", [pd.Series([1, 2]), np.array([[0, 1]]), 3, None])
+def test_load_dataset_names_what_it_takes(value: object) -> None:
+    with pytest.raises(DataError, match=r"load_dataset takes a data set name, a folder path or a "
+                                        r"DataFrame of \(user, item\) rows, got "):  # fmt: skip
+        load_dataset(value)  # type: ignore[arg-type]
+
+
+def test_a_dataframe_mixing_id_types_is_refused() -> None:
+    """Before: one string id among integers made a user of its own, silently."""
+    frame = pd.DataFrame({"user": [0, 1, 2, "a"] * 20, "item": list(range(80))})
+    with pytest.raises(DataError, match=r"column 'user' mixes int, str ids \(row 3: 'a'\)"):
+        load_dataset(frame)

@@ -179,3 +179,13 @@ def test_sweep_out_and_notebook_names_are_checked(
     assert "error: --only 99: no notebook's name starts so; ['01_data_preparation'" in (
         capsys.readouterr().err
     )
+
+
+def test_no_validation_split_under_the_validation_protocol_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: "test holds no interactions: no user to evaluate"."""
+    command = ["train", "--out", str(tmp_path / "x"), *TINY, "--method", "full", "--budget", "1.0"]
+    assert main([*command, "--valid-fraction", "0"]) == 2
+    assert "error: the validation protocol selects epochs on the validation split, which is " \
+           "empty (valid_fraction 0.0)" in capsys.readouterr().err  # fmt: skip

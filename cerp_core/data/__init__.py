@@ -84,6 +84,11 @@ def load_dataset(
             (early stopping and model selection). ``0`` reproduces the paper's protocol.
         seed: Seed of the synthetic generator and of every split.
     """
+    if not isinstance(name_or_path, (str, Path, pd.DataFrame)):
+        raise DataError(
+            f"load_dataset takes a data set name, a folder path or a DataFrame of (user, item) "
+            f"rows, got {type(name_or_path).__name__}"
+        )
     if isinstance(name_or_path, str) and not name_or_path.strip():
         raise DatasetNotFoundError(
             f"empty data set name; give one of {list(DATASET_NAMES)}, a folder (use '.' for the "

@@ -60,6 +60,14 @@ def from_dataframe(
     missing = [col for col in (user_col, item_col) if col not in frame.columns]
     if missing:
         raise DataError(f"DataFrame has no column(s) {missing}; columns: {list(frame.columns)}")
+    for column in (user_col, item_col):
+        kinds = frame[column].map(type).unique() if frame[column].dtype == object else []
+        if len(kinds) > 1:  # e.g. one string among integers would be a user of its own
+            first = frame.index[frame[column].map(type) != kinds[0]][0]
+            raise DataError(
+                f"DataFrame column {column!r} mixes {', '.join(k.__name__ for k in kinds)} ids "
+                f"(row {first}: {frame[column][first]!r}); give every id one type"
+            )
     pairs = frame[[user_col, item_col]].drop_duplicates()
     if pairs.isna().any().any():
         raise DataError(f"DataFrame has missing values in {user_col!r} or {item_col!r}")
