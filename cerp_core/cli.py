@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from cerp_core.embeddings import METHODS
-from cerp_core.experiment import PROTOCOLS, ExperimentConfig, run_experiment, with_protocol
+from cerp_core.experiment import (
+    PAPER_TRAINING,
+    PROTOCOLS,
+    ExperimentConfig,
+    run_experiment,
+    with_protocol,
+)
 from cerp_core.io import write_text_atomic as write_atomic
 from cerp_core.models import MODELS
 from cerp_core.schema import YamlLoader
@@ -165,7 +171,23 @@ def experiment_config(args: argparse.Namespace) -> ExperimentConfig:
         embedding_options=dict(args.embedding_option),
         model_options=dict(args.model_option),
     )
-    return with_protocol(config, args.protocol)
+    final = with_protocol(config, args.protocol)
+    defaults = ExperimentConfig()
+    flags = [("valid_fraction", "valid_fraction"), *(("train." + k, k) for k in PAPER_TRAINING)]
+    for path, name in flags:
+        given = _field(config, path)
+        if _field(final, path) != given != _field(defaults, path):  # a flag the protocol replaces
+            print(f"note: --protocol paper sets {name} to {_field(final, path)}, not the "
+                  f"{given} given", file=sys.stderr)  # fmt: skip
+    return final
+
+
+def _field(config: ExperimentConfig, path: str) -> Any:
+    """``config.valid_fraction`` or ``config.train.lr`` by its dotted path."""
+    value: Any = config
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value
 
 
 def _train(args: argparse.Namespace) -> None:

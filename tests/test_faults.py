@@ -189,3 +189,31 @@ def test_no_validation_split_under_the_validation_protocol_says_so(
     assert main([*command, "--valid-fraction", "0"]) == 2
     assert "error: the validation protocol selects epochs on the validation split, which is " \
            "empty (valid_fraction 0.0)" in capsys.readouterr().err  # fmt: skip
+
+
+def test_the_paper_protocol_says_which_given_flags_it_replaces(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: --protocol paper overrode --valid-fraction, --lr and --batch-size silently."""
+    from cerp_core.cli import build_parser, experiment_config
+
+    args = build_parser().parse_args(
+        [
+            "train",
+            "--out",
+            str(tmp_path),
+            "--protocol",
+            "paper",
+            "--lr",
+            "0.05",
+            "--batch-size",
+            "512",
+        ]  # fmt: skip
+    )
+    config = experiment_config(args)
+    assert (config.train.lr, config.train.batch_size, config.valid_fraction) == (1e-3, 10, 0.0)
+    notes = capsys.readouterr().err.splitlines()
+    assert notes == [
+        "note: --protocol paper sets batch_size to 10, not the 512 given",
+        "note: --protocol paper sets lr to 0.001, not the 0.05 given",
+    ]
