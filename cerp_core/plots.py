@@ -327,30 +327,48 @@ def plot_training_curves(
 # ----------------------------------------------------------------------------- budgets
 
 
+X_LABELS = {
+    "num_params": "Stored embedding parameters (non-zeros, log scale)",
+    "memory_bytes": "Stored embedding bytes (values + indices or mask, log scale)",
+}
+
+
 def plot_budget_curves(
     table: pd.DataFrame,
     metrics: Sequence[str] = ("recall@20", "ndcg@20"),
     full: Mapping[str, float] | None = None,
+    x: str = "num_params",
 ) -> Figure:
-    """Accuracy against stored parameters (log x), one line per method (seeds averaged).
+    """Accuracy against stored parameters, or bytes (``x="memory_bytes"``: values plus sparse
+    indices or mask, as ``memory()`` reports), log x, one line per method: the mean over seeds,
+    with error bars of one standard deviation where there are several seeds.
 
     Methods with a fixed budget (the full table, popularity) are horizontal reference lines with
     their value written beside each panel: the full table from ``full`` (metric -> value) if
     given, else from its rows, and popularity from its rows. One panel per metric; each panel's
     y axis starts at 0; one legend below the panels, so that it hides no line.
     """
+    if x not in X_LABELS:
+        raise ValueError(f"x must be one of {list(X_LABELS)}, got {x!r}")
     fixed = {m for m in table["method"].unique() if m in METHODS and
              METHODS[m].fixed_budget is not None}  # fmt: skip
     curves = table[~table["method"].isin(fixed)]
-    grouped = curves.groupby(["method", "budget"], as_index=False)[["num_params", *metrics]].mean()
+    groups = curves.groupby(["method", "budget"], as_index=False)
+    grouped = (
+        groups[[x, *metrics]]
+        .mean()
+        .merge(groups[list(metrics)].std().rename(columns={m: f"{m}_std" for m in metrics}))
+    )
     references = {m: table.loc[table["method"] == m, list(metrics)].mean().to_dict() for m in fixed}
     if full is not None:
         references["full"] = dict(full)
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.4 * len(metrics), 4.0), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=False):
         for method in method_order(grouped["method"].unique()):
-            rows = grouped[grouped["method"] == method].sort_values("num_params")
-            ax.plot(rows["num_params"], rows[metric], **method_style(method))
+            rows = grouped[grouped["method"] == method].sort_values(x)
+            spread = rows[f"{metric}_std"]
+            ax.errorbar(rows[x], rows[metric], yerr=spread if spread.notna().any() else None,
+                        capsize=2.5, **method_style(method))  # fmt: skip
         for method in method_order(list(references)):
             if metric in references[method]:
                 style = method_style(method)
@@ -364,7 +382,7 @@ def plot_budget_curves(
                 )  # fmt: skip
         _log_x_axis(ax)
         ax.set(
-            xlabel="Stored embedding parameters (non-zeros, log scale)",
+            xlabel=X_LABELS[x],
             ylabel=f"Test {_metric_label(metric)}",
             title=_metric_label(metric),
         )

@@ -156,6 +156,24 @@ def test_budget_curves_use_log_x_and_full_reference() -> None:
     plt.close(fig)
 
 
+def test_budget_curves_in_bytes_with_error_bars_over_seeds() -> None:
+    """Two seeds 0.02 apart give error bars of their standard deviation (0.02 / sqrt 2); x is
+    the stored bytes when asked."""
+    one = budget_table().assign(seed=0, memory_bytes=lambda t: t["num_params"] * 6)
+    two = one.assign(seed=1, **{"recall@20": one["recall@20"] + 0.02})
+    fig = plots.plot_budget_curves(pd.concat([one, two]), metrics=("recall@20",), x="memory_bytes")
+    ax = fig.axes[0]
+    assert ax.get_xlabel().startswith("Stored embedding bytes")
+    (cerp,) = [c for c in ax.containers if c.get_label() == "CERP"]
+    line, _, (bars,) = cerp.lines
+    assert line.get_xdata().tolist() == [300, 600, 1500]  # 6 bytes per non-zero
+    spans = [segment[1, 1] - segment[0, 1] for segment in bars.get_segments()]
+    assert spans == pytest.approx([2 * 0.02 / np.sqrt(2)] * 3)
+    plt.close(fig)
+    with pytest.raises(ValueError, match="x must be one of"):
+        plots.plot_budget_curves(one, x="budget")
+
+
 def test_threshold_panels_count_the_kept_entries() -> None:
     thresholds = {"P": np.array([0.1, 0.1, 0.3, 0.3])}
     weights = {"P": np.array([0.2, -0.05, -0.4, 0.1])}  # kept: 0.2 and -0.4
