@@ -287,6 +287,11 @@ def infeasible_budgets(config: ExperimentConfig, num_entities: int) -> dict[floa
 def infeasible_record(config: ExperimentConfig, data: Interactions, budget: float, reason: str
                       ) -> dict[str, Any]:  # fmt: skip
     """The record of a budget the method cannot meet: no metrics, the reason in ``infeasible``."""
+    return {**_identity(config, data, budget), "infeasible": reason, **_provenance()}
+
+
+def _identity(config: ExperimentConfig, data: Interactions, budget: float) -> dict[str, Any]:
+    """The fields that say which run and budget a record belongs to."""
     return {
         "dataset": data.name,
         "backbone": config.backbone,
@@ -295,10 +300,12 @@ def infeasible_record(config: ExperimentConfig, data: Interactions, budget: floa
         "seed": config.seed,
         "dim": config.dim,
         "protocol": config.protocol,
-        "infeasible": reason,
-        "version": cerp_core.__version__,
-        "git_commit": git_commit(),
     }
+
+
+def _provenance() -> dict[str, Any]:
+    """The code a record was computed with."""
+    return {"version": cerp_core.__version__, "git_commit": git_commit()}
 
 
 def run_experiment(
@@ -467,13 +474,7 @@ def _record(
         if isinstance(model.embedding, CERPEmbedding):
             composition = {f"pq_{k}": v for k, v in complementarity(model.embedding).items()}
     return {
-        "dataset": data.name,
-        "backbone": config.backbone,
-        "method": config.method,
-        "budget": budget,
-        "seed": config.seed,
-        "dim": config.dim,
-        "protocol": config.protocol,
+        **_identity(config, data, budget),
         "num_params": num_params,
         "full_params": full_params,
         "param_fraction": num_params / full_params,
@@ -494,6 +495,5 @@ def _record(
         "train_seconds": result.seconds,
         "eval_seconds": eval_seconds,
         "device": str(next(itertools.chain(model.parameters(), model.buffers())).device),
-        "version": cerp_core.__version__,
-        "git_commit": git_commit(),
+        **_provenance(),
     }
