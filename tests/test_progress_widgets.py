@@ -18,7 +18,8 @@ from cerp_core.train import TrainConfig
 train = TrainConfig(epochs=20, batch_size=512, lr=1e-2, patience=1,
                     progress=True)
 config = ExperimentConfig(dataset="synthetic", backbone="mf", method="pep", budgets=[0.5], dim=16,
-                          data_options={"num_users": 300, "num_items": 400}, train=train)
+                          data_options={"num_users": 300, "num_items": 400}, train=train,
+                          embedding_options={"pruning_l2": 0.0})
 result = run_experiment(config)
 print(result.records[0]["snapshot_source"], len(result.trainings[0].history))
 """

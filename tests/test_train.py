@@ -230,14 +230,14 @@ def test_with_the_defaults_the_thresholds_take_the_snapshots(
 def test_a_snapshot_before_the_model_learnt_is_refused(data: Interactions) -> None:
     """Thresholds that rise in a few steps reach the target while BPR is still at chance; the
     mask would reflect the initialisation, so stage 1 stops with an error instead."""
-    model = fresh_model(data, "pep", 0.5)
+    model = fresh_model(data, "pep", 0.5, pruning_l2=0.0)
     with pytest.raises(ValueError, match=r"learnt nothing by step \d+ \(target \d+\).*chance is "
                                          r"0\.6931"):  # fmt: skip
         prune(model, data, quick(threshold_lr=5.0))
 
 
 def test_stage_one_records_the_bpr_loss_of_every_step(data: Interactions) -> None:
-    model = fresh_model(data, "pep", 0.5)
+    model = fresh_model(data, "pep", 0.5, pruning_l2=0.0)
     pruned = prune(model, data, quick(epochs=2))
     steps = pruned.steps
     assert math.isnan(steps["bpr_loss"].iloc[0])  # step 0 is the initialisation
@@ -268,7 +268,7 @@ def test_bars_that_stop_early_end_as_finished(data: Interactions, monkeypatch) -
             bars.append(self)
 
     monkeypatch.setattr(training, "tqdm", Recorded)
-    model = fresh_model(data, "pep", 0.5)
+    model = fresh_model(data, "pep", 0.5, pruning_l2=0.0)
     config = quick(epochs=20, progress=True)
     pruned = prune(model, data, config)
     assert len(pruned.history) < 20  # stopped before its last epoch: the bars stopped early
