@@ -25,6 +25,7 @@ from cerp_core.experiment import (
     run_experiment,
     with_protocol,
 )
+from cerp_core.io import make_output_folder
 from cerp_core.io import write_text_atomic as write_atomic
 from cerp_core.models import MODELS
 from cerp_core.schema import YamlLoader
@@ -120,8 +121,7 @@ def _claim_folder(out: Path, key: str, config: ExperimentConfig) -> bool:
     ``out/run.json`` names the configuration whose results the folder holds, so a second
     configuration can neither overwrite them nor leave its files beside them.
     """
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file, not a folder")
+    make_output_folder(out)
     marker = out / "run.json"
     if marker.is_file():
         try:
@@ -137,7 +137,6 @@ def _claim_folder(out: Path, key: str, config: ExperimentConfig) -> bool:
             )
         return False
     try:
-        out.mkdir(parents=True, exist_ok=True)
         payload = {"run_key": key, "config": dataclasses.asdict(config)}
         write_atomic(marker, json.dumps(payload, indent=1, sort_keys=True) + "\n")
     except OSError as error:

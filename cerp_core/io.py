@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "make_output_folder",
     "CorruptCheckpointWarning",
     "UNREADABLE_CHECKPOINT_ERRORS",
     "load_checkpoint",
@@ -101,6 +102,19 @@ def _write_atomic(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Non
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def make_output_folder(path: Path) -> None:
+    """Create ``path`` (a command's ``--out``) if needed; raise ``ValueError`` saying why it
+    cannot be one: a file stands there, or it cannot be written."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"--out {path} cannot be written: {error.strerror}") from None
+    if not os.access(path, os.W_OK):
+        raise ValueError(f"--out {path} cannot be written: Permission denied")
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:

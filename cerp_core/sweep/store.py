@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 from filelock import FileLock, Timeout
 
+from cerp_core.io import make_output_folder
 from cerp_core.io import write_text_atomic as write_atomic
 from cerp_core.sweep.config import Record, SweepRun, row_key
 
@@ -70,13 +71,7 @@ class ResultStore:
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
         """Hold the folder's lock while writing; fails at once if another sweep holds it."""
-        if self.folder.exists() and not self.folder.is_dir():
-            raise ValueError(f"--out {self.folder} is a file, not a folder")
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            (self.folder / ".lock").touch()
-        except OSError as error:
-            raise ValueError(f"--out {self.folder} cannot be written: {error.strerror}") from None
+        make_output_folder(self.folder)
         lock = FileLock(self.folder / ".lock")
         try:
             lock.acquire(timeout=0)
