@@ -183,7 +183,11 @@ def sample_negatives(
     num_items = train.shape[1]
     counts = np.diff(train.indptr)
     if len(users) and counts[users].max() >= num_items:
-        raise ValueError("a user has interacted with every item; no negative can be drawn")
+        user = int(users[np.argmax(counts[users])])
+        raise ValueError(
+            f"user {user} has interacted with every one of the {num_items:,} training items, "
+            "so no negative can be drawn for it; remove the user or add items"
+        )
     positive_keys = np.repeat(np.arange(train.shape[0], dtype=np.int64), counts) * num_items
     positive_keys += train.indices
     negatives = rng.integers(0, num_items, size=(len(users), num_negatives))

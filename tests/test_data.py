@@ -61,6 +61,7 @@ def test_a_user_line_without_items_is_allowed(tmp_path: Path) -> None:
         ("0 1 2\n1 2 3\n", "0 4\n1 3\n", "test.txt", 2, "user 1 item 3 is also in"),
         ("0 1\n1 2\n0 3\n", "0 4\n", "train.txt", 3, "user 0 has a second line"),
         ("0 1\n\n1 2\n", "0 4\n", "train.txt", 2, "blank line"),
+        ("0 0\n1 0 2 1\n", "0 2\n", "train.txt", 2, "user 1 has interacted with every one of"),
         ("0 1\n1 99999999999999999999\n", "0 4\n", "train.txt", 2, "more than 18 digits"),
     ],
 )

@@ -70,7 +70,7 @@ def test_sampling_a_nearly_full_user_still_avoids_positives() -> None:
     )
     assert (negatives[0] == 7).all()
     assert (negatives[1] < 25).all()
-    with pytest.raises(ValueError, match="every item"):
+    with pytest.raises(ValueError, match="user 0 has interacted with every one of the 4 training"):
         sample_negatives(sp.csr_matrix(np.ones((1, 4))), np.array([0]), 1, np.random.default_rng(0))
 
 

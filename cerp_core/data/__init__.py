@@ -23,6 +23,7 @@ from cerp_core.data.lightgcn_text import (
     MAX_IDS,
     check_disjoint,
     check_id_space,
+    check_negatives_exist,
     read_user_item_file,
     require_file,
 )
@@ -139,14 +140,15 @@ def read_lightgcn_dir(folder: str | Path, name: str | None = None) -> Interactio
     train_path, test_path = folder / "train.txt", folder / "test.txt"
     for path in (train_path, test_path):
         require_file(path)
-    # v3: entries are written only after the id-space check
-    key = f"v3-{file_sha256(train_path)[:16]}-{file_sha256(test_path)[:16]}"
+    # v4: entries are written only after every check (id space, overlap, negatives)
+    key = f"v4-{file_sha256(train_path)[:16]}-{file_sha256(test_path)[:16]}"
     cached = cache_dir() / "processed" / f"{key}.npz"
     pairs = _read_cache(cached)
     if pairs is None:
         train, test = read_user_item_file(train_path), read_user_item_file(test_path)
         check_id_space(train, test)
         check_disjoint(train, test)
+        check_negatives_exist(train, test)
         pairs = {
             "train_users": train.users,
             "train_items": train.items,

@@ -207,3 +207,19 @@ def check_disjoint(train: UserItemFile, test: UserItemFile) -> None:
             int(test.lines[first]),
             f"user {test.users[first]} item {test.items[first]} is also in {train.path}",
         )
+
+
+def check_negatives_exist(train: UserItemFile, test: UserItemFile) -> None:
+    """Raise if a user of the train file holds every item: BPR cannot draw a negative for it."""
+    num_items = int(max(train.items.max(initial=0), test.items.max(initial=0))) + 1
+    counts = np.bincount(train.users, minlength=1)
+    full = np.flatnonzero(counts >= num_items)
+    if len(full):
+        user = int(full[0])
+        first = int(np.flatnonzero(train.users == user)[0])
+        raise DataFormatError(
+            train.path,
+            int(train.lines[first]),
+            f"user {user} has interacted with every one of the {num_items:,} items, so BPR "
+            "cannot draw a negative for it; remove the user or add items",
+        )
