@@ -9,8 +9,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import re
 import sys
+import tempfile
+import traceback
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,9 +23,9 @@ import yaml
 
 from cerp_core.embeddings import METHODS
 from cerp_core.experiment import (
-    PAPER_TRAINING,
     PROTOCOLS,
     ExperimentConfig,
+    protocol_replacements,
     run_experiment,
     with_protocol,
 )
@@ -34,6 +38,7 @@ from cerp_core.sweep import (
     ResultStore,
     StoreBusyError,
     SweepConfig,
+    SweepConfigError,
     SweepFailedError,
     run_key,
     run_sweep,
@@ -170,23 +175,10 @@ def experiment_config(args: argparse.Namespace) -> ExperimentConfig:
         embedding_options=dict(args.embedding_option),
         model_options=dict(args.model_option),
     )
-    final = with_protocol(config, args.protocol)
-    defaults = ExperimentConfig()
-    flags = [("valid_fraction", "valid_fraction"), *(("train." + k, k) for k in PAPER_TRAINING)]
-    for path, name in flags:
-        given = _field(config, path)
-        if _field(final, path) != given != _field(defaults, path):  # a flag the protocol replaces
-            print(f"note: --protocol paper sets {name} to {_field(final, path)}, not the "
-                  f"{given} given", file=sys.stderr)  # fmt: skip
-    return final
-
-
-def _field(config: ExperimentConfig, path: str) -> Any:
-    """``config.valid_fraction`` or ``config.train.lr`` by its dotted path."""
-    value: Any = config
-    for part in path.split("."):
-        value = getattr(value, part)
-    return value
+    for path, applied, given in protocol_replacements(config, args.protocol):
+        print(f"note: --protocol paper sets {path.split('.')[-1]} to {applied}, not the {given} "
+              "given", file=sys.stderr)  # fmt: skip
+    return with_protocol(config, args.protocol)
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -294,6 +286,27 @@ def _stored_results(folder: Path) -> pd.DataFrame:
     return results
 
 
+def _runs_of(config: Path, folder: Path, results: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``results`` that the sweep ``config`` makes, by this version's run keys;
+    none is an error that says why runs of an older version never match."""
+    import pandas as pd
+
+    sweep = SweepConfig.from_yaml(config)
+    try:
+        keys = {run.key for run in sweep.runs(stored_choices(sweep, folder))}
+        mine, why = results[results["run_key"].isin(keys)], ""
+    except SweepConfigError as error:  # its grid search is not (all) stored under these keys
+        mine, why = results.iloc[:0], f" ({error})"
+    if mine.empty:
+        commits = sorted({str(c)[:7] for c in results.get("git_commit", pd.Series()).dropna()})
+        raise ValueError(
+            f"{folder} holds no run of {config} under this version's run keys{why}; a run key "
+            f"covers every setting, defaults included, and the stored runs were made at commit "
+            f"{', '.join(commits) or 'unknown'}: report the folder without --config"
+        )
+    return mine
+
+
 def _report(args: argparse.Namespace) -> None:
     import matplotlib
 
@@ -307,11 +320,7 @@ def _report(args: argparse.Namespace) -> None:
             f"{source} holds no finished run; see {args.folder / 'failures'} for the failed ones"
         )
     if args.config is not None:
-        sweep = SweepConfig.from_yaml(args.config)
-        keys = {run.key for run in sweep.runs(stored_choices(sweep, args.folder))}
-        results = results[results["run_key"].isin(keys)]
-        if results.empty:
-            raise ValueError(f"{source} holds no run of {args.config}")
+        results = _runs_of(args.config, args.folder, results)
     table = report.paper_table(results)
     write_atomic(args.folder / "table.md", report.to_markdown(table) + "\n")
     write_atomic(args.folder / "table.tex", report.to_latex(table) + "\n")
@@ -363,20 +372,44 @@ def _allocation(error: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run a sub-command; bad input prints one line (no traceback) and returns 2."""
+    """Run a sub-command. Bad input prints one ``error:`` line (no traceback) and returns 2;
+    a failure of the suite itself prints one line naming the file that holds its traceback
+    and returns 1; warnings print as one ``warning:`` line each."""
     args = build_parser().parse_args(argv)
-    try:
-        COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, StoreBusyError, FloatingPointError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except SweepFailedError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except (MemoryError, RuntimeError) as error:
-        if not isinstance(error, MemoryError) and "allocate" not in str(error):
-            raise
-        print(f"error: out of memory: {_allocation(error)}; lower --dim, --num-negatives or "
-              "--batch-size", file=sys.stderr)  # fmt: skip
-        return 2
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            COMMANDS[args.command](args)
+        except (ValueError, FileNotFoundError, StoreBusyError, FloatingPointError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        except SweepFailedError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("interrupted; checkpoints written so far are kept", file=sys.stderr)
+            return 130
+        except (MemoryError, RuntimeError) as error:
+            if isinstance(error, MemoryError) or "allocate" in str(error):
+                print(f"error: out of memory: {_allocation(error)}; lower --dim, "
+                      "--num-negatives or --batch-size", file=sys.stderr)  # fmt: skip
+                return 2
+            return _internal_failure(error)
+        except Exception as error:  # noqa: BLE001 - a bug: summarised here, traceback kept
+            return _internal_failure(error)
     return 0
+
+
+def _show_warning(message: Warning | str, *_: Any, **__: Any) -> None:
+    """A warning as one line, without the source line Python would print under it."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _internal_failure(error: BaseException) -> int:
+    """Report a failure of the suite itself in one line; its traceback goes to a file."""
+    handle, name = tempfile.mkstemp(prefix="cerp_core-", suffix="-traceback.txt")
+    with os.fdopen(handle, "w") as file:
+        file.write("".join(traceback.format_exception(error)))
+    print(f"internal error: {type(error).__name__}: {error} (the traceback is in {name}; "
+          "please report it)", file=sys.stderr)  # fmt: skip
+    return 1

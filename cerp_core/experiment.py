@@ -202,6 +202,31 @@ def with_protocol(config: ExperimentConfig, protocol: str) -> ExperimentConfig:
     return paper_protocol(config) if protocol == "paper" else config
 
 
+class ProtocolWarning(UserWarning):
+    """A setting given in a configuration that its protocol replaces."""
+
+
+def protocol_replacements(config: ExperimentConfig, protocol: str) -> list[tuple[str, Any, Any]]:
+    """The settings of ``config`` that ``protocol`` replaces, as ``(dotted path, its value,
+    the value given)``: those set away from their defaults only, so a caller can say which of
+    a user's choices did not apply."""
+    final, defaults = with_protocol(config, protocol), ExperimentConfig()
+    replaced = []
+    for path in ("valid_fraction", *(f"train.{name}" for name in PAPER_TRAINING)):
+        given, applied = _field(config, path), _field(final, path)
+        if applied != given != _field(defaults, path):
+            replaced.append((path, applied, given))
+    return replaced
+
+
+def _field(config: ExperimentConfig, path: str) -> Any:
+    """``config.valid_fraction`` or ``config.train.lr`` by its dotted path."""
+    value: Any = config
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value
+
+
 @dataclass
 class ExperimentResult:
     """Result records (one per budget), the trained model of the last budget, and histories."""

@@ -22,7 +22,7 @@ def metrics(out: Path) -> list[dict]:
 
 @pytest.mark.parametrize("damage", [b"", b"\x00garbage", None])
 def test_an_unreadable_checkpoint_is_set_aside_and_the_stage_reruns(
-    tmp_path: Path, damage: bytes | None
+    tmp_path: Path, damage: bytes | None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Truncated, zeroed or random checkpoints never block a run: the rerun warns, names the
     file, sets it aside and reproduces the uninterrupted result."""
@@ -32,8 +32,10 @@ def test_an_unreadable_checkpoint_is_set_aside_and_the_stage_reruns(
     checkpoint = tmp_path / "checkpoints" / "prune.pt"
     data = checkpoint.read_bytes()
     checkpoint.write_bytes(data[: len(data) // 2] if damage is None else damage)
-    with pytest.warns(UserWarning, match="prune.pt"):
-        assert main(command) == 0
+    capsys.readouterr()
+    assert main(command) == 0
+    (warning,) = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warning.startswith("warning: checkpoint ") and "prune.pt is unreadable" in warning
     assert metrics(tmp_path) == first
     assert list((tmp_path / "checkpoints").glob("prune.pt.corrupt*"))
 
@@ -217,3 +219,56 @@ def test_the_paper_protocol_says_which_given_flags_it_replaces(
         "note: --protocol paper sets batch_size to 10, not the 512 given",
         "note: --protocol paper sets lr to 0.001, not the 0.05 given",
     ]
+
+
+def test_a_paper_protocol_sweep_says_which_given_settings_it_replaces() -> None:
+    """Before: a sweep under ``protocol: paper`` replaced ``train.batch_size`` silently."""
+    from cerp_core.experiment import ProtocolWarning
+    from cerp_core.sweep import SweepConfig
+
+    values = {"protocol": "paper", "methods": ["full"], "train": {"batch_size": 8192, "lr": 1e-3}}
+    with pytest.warns(ProtocolWarning) as caught:
+        config = SweepConfig.from_dict(values)
+    assert [str(w.message) for w in caught] == [
+        "protocol: paper sets train.batch_size to 10, not the 8192 given"
+    ]  # lr 1e-3 is what the protocol sets: nothing replaced, nothing said
+    assert config.base.train.batch_size == 10
+
+
+def test_a_failure_of_the_suite_is_one_line_and_a_traceback_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug (here a KeyError inside a command) is not bad input: exit 1, one line naming
+    the file that holds the whole traceback."""
+    from cerp_core import cli
+
+    def broken(args: object) -> None:
+        raise KeyError("recall@20")
+
+    monkeypatch.setitem(cli.COMMANDS, "report", broken)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    assert main(["report", str(tmp_path)]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    (saved,) = tmp_path.glob("cerp_core-*-traceback.txt")
+    assert line == (
+        f"internal error: KeyError: 'recall@20' (the traceback is in {saved}; please report it)"
+    )
+    assert "in broken" in saved.read_text() and saved.read_text().endswith(
+        "KeyError: 'recall@20'\n"
+    )
+
+
+def test_warnings_print_as_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import warnings
+
+    from cerp_core import cli
+
+    def warns(args: object) -> None:
+        warnings.warn("3 test-only users", UserWarning, stacklevel=2)
+
+    monkeypatch.setitem(cli.COMMANDS, "report", warns)
+    assert main(["report", "anything"]) == 0
+    assert capsys.readouterr().err == "warning: 3 test-only users\n"

@@ -7,6 +7,7 @@ import hashlib
 import itertools
 import json
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,13 @@ import pandas as pd
 import yaml
 
 from cerp_core.embeddings import METHODS, check_budgets, get_method
-from cerp_core.experiment import PROTOCOLS, ExperimentConfig, with_protocol
+from cerp_core.experiment import (
+    PROTOCOLS,
+    ExperimentConfig,
+    ProtocolWarning,
+    protocol_replacements,
+    with_protocol,
+)
 from cerp_core.schema import STRICT, ConfigError, YamlLoader, field_names, parse
 from cerp_core.train import TrainConfig
 
@@ -221,7 +228,14 @@ class SweepConfig:
         if protocol not in PROTOCOLS:
             raise SweepConfigError(f"protocol: must be one of {PROTOCOLS}, got {protocol!r}")
         try:
-            shared_config = with_protocol(parse(ExperimentConfig, base), protocol)
+            given = parse(ExperimentConfig, base)
+            for path, applied, value in protocol_replacements(given, protocol):
+                warnings.warn(
+                    f"protocol: {protocol} sets {path} to {applied}, not the {value} given",
+                    ProtocolWarning,
+                    stacklevel=2,
+                )
+            shared_config = with_protocol(given, protocol)
             sweep = {name: values[name] for name in own if name in values}
             sweep["base"] = dataclasses.asdict(shared_config)
             return parse(cls, sweep, hide="base")
