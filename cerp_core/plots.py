@@ -34,7 +34,10 @@ from cerp_core.embeddings.cerp import composition_indices
 PALETTE = "colorblind"
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # series that are not methods (curves, masks)
 LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1)), (0, (1, 1)), "-")
-PROTOCOL_LABELS = {"validation": "validation split (suite)", "paper": "test-set selection (paper)"}
+PROTOCOL_LABELS = {
+    "validation": "validation split (suite)",
+    "paper": "authors' protocol (test-set selection, their batches)",
+}
 METRIC_LABELS = {
     "recall@20": "Recall@20",
     "ndcg@20": "NDCG@20",
@@ -185,9 +188,9 @@ def plot_user_activity(
     ax.set(
         xlabel="Training interactions per user / item (count, log scale)",
         ylabel="Users / items (count)",
-        title="Activity distribution",
     )
-    ax.legend()
+    ax.set_title("Activity distribution", pad=24)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)  # off the bars
     fig.tight_layout()
     return fig
 
@@ -403,16 +406,24 @@ def _mask_arrays(masks: Mapping[str, ArrayLike]) -> dict[str, np.ndarray]:
 
 
 def plot_mask_heatmap(masks: Mapping[str, ArrayLike], max_rows: int = 200) -> Figure:
-    """The kept entries of each pruned table (rows x dimensions; the first ``max_rows`` rows)."""
+    """The kept entries of each pruned table (rows x dimensions): at most ``max_rows`` rows,
+    evenly spaced over the table, so that a table indexed by entity blocks (CERP's ``Q``) shows
+    users and items alike."""
     arrays = _mask_arrays(masks)
     colours = sns.color_palette(PALETTE, 1)
     cmap = ListedColormap([(0.95, 0.95, 0.95), colours[0]])
     fig, axes = plt.subplots(1, len(arrays), figsize=(3.4 * len(arrays) + 0.6, 4.4), squeeze=False)
     for ax, (name, mask) in zip(axes[0], arrays.items(), strict=False):
-        shown = mask[:max_rows]
-        ax.imshow(shown, cmap=cmap, vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+        rows = np.unique(np.linspace(0, len(mask) - 1, min(max_rows, len(mask))).round()).astype(
+            int
+        )
+        ax.imshow(mask[rows], cmap=cmap, vmin=0, vmax=1, aspect="auto", interpolation="nearest")
         ax.grid(False)
-        clipped = f" (rows 0-{len(shown) - 1} of {len(mask)})" if len(mask) > max_rows else ""
+        ticks = np.unique(np.linspace(0, len(rows) - 1, 5).round()).astype(int)
+        ax.set_yticks(ticks, [str(rows[t]) for t in ticks])  # the rows' own indices
+        clipped = (
+            f" ({len(rows)} of {len(mask)} rows, evenly spaced)" if len(rows) < len(mask) else ""
+        )
         ax.set(
             xlabel="Embedding dimension (index)",
             ylabel=f"Row of {name.split(',')[0]} (index)",
@@ -518,33 +529,36 @@ def plot_entity_sizes(sizes: pd.DataFrame) -> Figure:
     return fig
 
 
+def _log_span(values: np.ndarray) -> tuple[float, float]:
+    """A log axis' limits around the positive ``values`` (a factor of 1.5 either side)."""
+    positive = values[values > 0]
+    return float(positive.min(initial=1e-6)) / 1.5, float(values.max(initial=1.0)) * 1.5
+
+
 def plot_thresholds_against_weights(
     thresholds: Mapping[str, ArrayLike], weights: Mapping[str, ArrayLike]
 ) -> Figure:
     """Every entry of each pruned table: its weight's magnitude ``|w|`` against its learnt
-    threshold ``sigmoid(s)`` (hexagonal bins, log counts). Entries below the diagonal
-    (``|w| > sigmoid(s)``) are kept, those above it are zero."""
+    threshold ``sigmoid(s)`` (hexagonal bins, log counts), each axis spanning its own values.
+    Entries right of the diagonal (``|w| > sigmoid(s)``) are kept, those left of it are zero."""
     names = list(thresholds)
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names) + 0.8, 3.8), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
         threshold = as_numpy(thresholds[name]).ravel()
         magnitude = np.abs(as_numpy(weights[name])).ravel()
         kept = float((magnitude > threshold).mean())
-        values = np.concatenate([threshold, magnitude])
-        low = float(values[values > 0].min(initial=1e-6))
-        high = float(values.max(initial=1.0))
-        span = (low / 1.5, high * 1.5)  # both axes log: thresholds and weights differ in scale
+        x_span, y_span = _log_span(magnitude), _log_span(threshold)  # each axis its own range
         cells = ax.hexbin(
-            np.clip(magnitude, span[0], None), np.clip(threshold, span[0], None), gridsize=40,
-            bins="log", mincnt=1, cmap="viridis", xscale="log", yscale="log",
+            np.clip(magnitude, x_span[0], None), threshold, gridsize=40, bins="log", mincnt=1,
+            cmap="viridis", xscale="log", yscale="log",
         )  # fmt: skip
-        ax.plot(span, span, color="black", linewidth=1, linestyle="--")
+        ax.plot(x_span, x_span, color="black", linewidth=1, linestyle="--")  # |w| = σ(s)
         ax.set(
             xlabel="Weight magnitude |w| (log scale)",
             ylabel="Threshold σ(s) (log scale)",
-            title=f"{name}: {kept:.1%} of entries kept (below the line)",
-            xlim=span,
-            ylim=span,
+            title=f"{name}: {kept:.1%} of entries kept (right of the line)",
+            xlim=x_span,
+            ylim=y_span,
         )
         fig.colorbar(cells, ax=ax, label="Entries (count, log scale)")
     fig.tight_layout()

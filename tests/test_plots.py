@@ -178,8 +178,18 @@ def test_threshold_panels_count_the_kept_entries() -> None:
     thresholds = {"P": np.array([0.1, 0.1, 0.3, 0.3])}
     weights = {"P": np.array([0.2, -0.05, -0.4, 0.1])}  # kept: 0.2 and -0.4
     fig = plots.plot_thresholds_against_weights(thresholds, weights)
-    assert fig.axes[0].get_title() == "P: 50.0% of entries kept (below the line)"
+    assert fig.axes[0].get_title() == "P: 50.0% of entries kept (right of the line)"
     plt.close(fig)
+
+
+def test_mask_heatmap_spreads_its_rows_over_the_whole_table() -> None:
+    """Q's first rows are users only (entity blocks); evenly spaced rows reach the last one."""
+    mask = np.zeros((30, 4), dtype=bool)
+    mask[29] = True  # only the last row keeps anything
+    ax = plots.plot_mask_heatmap({"Q": mask}, max_rows=10).axes[0]
+    assert ax.get_title() == "Q\n3.3% kept (10 of 30 rows, evenly spaced)"
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["0", "6", "13", "23", "29"]
+    assert ax.images[0].get_array()[-1].all()  # the last row shown is row 29
 
 
 def test_entity_size_boxes_start_at_zero() -> None:
