@@ -257,3 +257,22 @@ def test_a_method_registered_once_reaches_cli_sweeps_reports_and_plots(monkeypat
     )  # fmt: skip
     table = report.paper_table(rows)  # a reference row is never the bold "best"
     assert not table.loc[("d", "mf", "toy-hash"), (0.1, "recall@20")].startswith("**")
+
+
+@pytest.mark.parametrize(
+    ("num_entities", "dim", "budget", "message"),
+    [
+        (0, 8, 0.1, "num_entities must be an integer >= 1, got 0"),
+        (10.5, 8, 0.1, "num_entities must be an integer >= 1, got 10.5"),
+        ("100", 8, 0.1, "num_entities must be an integer >= 1, got '100'"),
+        (True, 8, 0.1, "num_entities must be an integer >= 1, got True"),
+        (100, 0, 0.1, "dim must be an integer >= 1, got 0"),
+        (100, 8, "0.1", "budget must be a number in (0, 1] or a sequence of them, got '0.1'"),
+    ],
+)
+def test_make_embedding_refuses_sizes_that_are_not_counts(
+    num_entities: object, dim: object, budget: object, message: str
+) -> None:
+    """Before: ZeroDivisionError, TypeError or a raw torch error from deep in the solver."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        make_embedding("cerp", num_entities, dim, budget)  # type: ignore[arg-type]

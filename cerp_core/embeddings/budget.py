@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from numbers import Real
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -466,8 +466,13 @@ def make_embedding(
     :class:`ValueError` naming the smallest feasible budget.
     """
     entry = get_method(method)
+    for name, size in (("num_entities", num_entities), ("dim", dim)):
+        if not isinstance(size, Integral) or isinstance(size, bool) or size < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {size!r}")
+    if isinstance(budget, str) or not isinstance(budget, (Real, Sequence)):
+        raise ValueError(f"budget must be a number in (0, 1] or a sequence of them, got {budget!r}")
     entry.check_options(overrides)
-    return entry(num_entities, dim, budget, **overrides)
+    return entry(int(num_entities), int(dim), budget, **overrides)
 
 
 def get_method(name: str) -> Method:
