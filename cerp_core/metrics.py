@@ -57,19 +57,73 @@ def _check_ks(ks: Sequence[int]) -> tuple[int, ...]:
     return ks
 
 
+def recall_at(hits: torch.Tensor, num_relevant: torch.Tensor, ks: torch.Tensor) -> torch.Tensor:
+    """Recall@k per user, ``[n, len(ks)]``: test items in the top ``k`` over all test items."""
+    return hits.cumsum(1)[:, _cutoffs(hits, ks)].double() / num_relevant.unsqueeze(1)
+
+
+def ndcg_at(hits: torch.Tensor, num_relevant: torch.Tensor, ks: torch.Tensor) -> torch.Tensor:
+    """NDCG@k per user, ``[n, len(ks)]``: discounted hits over the best possible for the user."""
+    discounts = _discounts(int(ks.max()), hits.device)
+    dcg = (hits * discounts[: hits.shape[1]]).cumsum(1)[:, _cutoffs(hits, ks)]
+    return dcg / discounts.cumsum(0)[torch.minimum(num_relevant.unsqueeze(1), ks) - 1]
+
+
+METRICS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "recall": recall_at,
+    "ndcg": ndcg_at,
+}
+"""Each metric from the batch's hit matrix ``[n, depth]`` (is the ``r``-th ranked item a test
+item), the users' test-item counts ``[n]`` and the cut-offs; a new metric is one entry here."""
+
+
+def _cutoffs(hits: torch.Tensor, ks: torch.Tensor) -> torch.Tensor:
+    """Column of each cut-off in a ``[n, depth]`` hit matrix (``k`` beyond the depth: the last)."""
+    return ks.clamp(max=hits.shape[1]) - 1
+
+
+def _discounts(depth: int, device: torch.device) -> torch.Tensor:
+    """``1 / log2(r + 1)`` for ranks ``r = 1..depth``, in float64."""
+    return 1.0 / torch.log2(torch.arange(2, depth + 2, device=device, dtype=torch.float64))
+
+
+class _HitFinder:
+    """The hit matrix of a user batch: its ``[n, num_items]`` scores with the masked (train,
+    exclude) items set to ``-inf``, ranked to ``depth``, each ranked item looked up in test."""
+
+    def __init__(
+        self, masked: list[_Rows], test: _Rows, depth: int, shape: tuple[int, int]
+    ) -> None:
+        self.masked, self.test, self.depth = masked, test, depth
+        # Reused across batches: only the entries a batch sets are cleared again, which is much
+        # cheaper than allocating (and page-faulting) a fresh users x items mask every time.
+        self.relevant = torch.zeros(shape, dtype=torch.bool, device=test.indptr.device)
+
+    def __call__(self, scores: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+        if scores._base is not None:  # never write into a tensor the caller still holds
+            scores = scores.clone()
+        for rows in self.masked:
+            scores[rows.entries(users)] = -torch.inf
+        top_scores, top_items = scores.topk(self.depth, dim=1)
+        test_entries = self.test.entries(users)
+        self.relevant[test_entries] = True
+        # An excluded item only reaches the top k when fewer items remain; it never counts.
+        hits = self.relevant.gather(1, top_items) & (top_scores > -torch.inf)
+        self.relevant[test_entries] = False
+        return hits
+
+
 def _evaluate_batches(
     score_fn: Callable[[torch.Tensor], torch.Tensor],
     device: torch.device,
     train: sp.spmatrix,
     test: sp.spmatrix,
     ks: Sequence[int],
-    batch_size: int,
     exclude: sp.spmatrix | None,
+    batch_size: int,
 ) -> dict[str, float]:
-    """Mean Recall@k and NDCG@k of ``score_fn(users[n]) -> [n, num_items]`` over test users.
-
-    ``score_fn``'s result is overwritten (excluded items set to ``-inf``) unless it is a view.
-    """
+    """Mean of each of :data:`METRICS` at each cut-off of ``score_fn(users[n]) -> [n,
+    num_items]`` over the test users. ``score_fn``'s result is overwritten unless a view."""
     ks = _check_ks(ks)
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -78,52 +132,33 @@ def _evaluate_batches(
         if matrix.shape != train.shape:
             raise ValueError(f"matrix shapes differ: {matrix.shape} and {train.shape}")
     num_items = train.shape[1]
-    masked_rows = [_Rows(matrix, device) for matrix in masked]
     test_rows = _Rows(test, device)
     num_relevant = test_rows.counts()
     test_users = torch.nonzero(num_relevant).squeeze(1)
     if len(test_users) == 0:
         raise ValueError("test holds no interactions: no user to evaluate")
-
     depth = min(max(ks), num_items)  # top-k cannot go deeper than the catalogue
-    ks_t = torch.tensor(ks, device=device)
-    cutoffs = ks_t.clamp(max=depth) - 1
-    discounts = 1.0 / torch.log2(torch.arange(2, max(ks) + 2, device=device, dtype=torch.float64))
-    ideal_dcg = discounts.cumsum(0)
-    recall_sum = torch.zeros(len(ks), device=device, dtype=torch.float64)
-    ndcg_sum = torch.zeros_like(recall_sum)
-    # Reused across batches: only the entries a batch sets are cleared again, which is much
-    # cheaper than allocating (and page-faulting) a fresh users x items mask every time.
-    relevant = torch.zeros(
-        min(batch_size, len(test_users)), num_items, dtype=torch.bool, device=device
+    find_hits = _HitFinder(
+        [_Rows(m, device) for m in masked],
+        test_rows,
+        depth,
+        (min(batch_size, len(test_users)), num_items),
     )
-
+    ks_t = torch.tensor(ks, device=device)
+    sums = {name: torch.zeros(len(ks), device=device, dtype=torch.float64) for name in METRICS}
     for users in test_users.split(batch_size):
         scores = score_fn(users)
         if scores.shape != (len(users), num_items):
             raise ValueError(
                 f"scores have shape {tuple(scores.shape)}, expected {(len(users), num_items)}"
             )
-        if scores._base is not None:  # never write into a tensor the caller still holds
-            scores = scores.clone()
-        for rows in masked_rows:
-            scores[rows.entries(users)] = -torch.inf
-        top_scores, top_items = scores.topk(depth, dim=1)
-        test_entries = test_rows.entries(users)
-        relevant[test_entries] = True
-        # An excluded item only reaches the top k when fewer items remain; it never counts.
-        hits = relevant.gather(1, top_items) & (top_scores > -torch.inf)
-        relevant[test_entries] = False
-        n_rel = num_relevant[users].unsqueeze(1)
-        recall_sum += (hits.cumsum(1)[:, cutoffs].double() / n_rel).sum(0)
-        dcg = (hits * discounts[:depth]).cumsum(1)[:, cutoffs]
-        ndcg_sum += (dcg / ideal_dcg[torch.minimum(n_rel, ks_t) - 1]).sum(0)
-
-    num_users = len(test_users)
-    recall, ndcg = (recall_sum / num_users).tolist(), (ndcg_sum / num_users).tolist()
+        hits = find_hits(scores, users)
+        for name, metric in METRICS.items():
+            sums[name] += metric(hits, num_relevant[users], ks_t).sum(0)
     return {
-        **{f"recall@{k}": value for k, value in zip(ks, recall, strict=True)},
-        **{f"ndcg@{k}": value for k, value in zip(ks, ndcg, strict=True)},
+        f"{name}@{k}": value
+        for name, total in sums.items()
+        for k, value in zip(ks, (total / len(test_users)).tolist(), strict=True)
     }
 
 
@@ -132,7 +167,8 @@ def ranking_metrics(
     scores: torch.Tensor,
     train: sp.spmatrix,
     test: sp.spmatrix,
-    ks: Sequence[int] = (20,),
+    *,
+    ks: Sequence[int] = DEFAULT_KS,
     exclude: sp.spmatrix | None = None,
     batch_size: int = 1024,
 ) -> dict[str, float]:
@@ -142,7 +178,7 @@ def ranking_metrics(
         scores: ``[num_users, num_items]`` float scores (higher ranks first); not modified.
         train: ``num_users x num_items`` scipy sparse training interactions, never recommended.
         test: Held-out interactions of the same shape; users without any are skipped.
-        ks: Cut-offs. (default: ``(20,)``)
+        ks: Cut-offs. (default: ``(5, 10, 20, 50)``)
         exclude: Further interactions to mask out, e.g. validation items when scoring on test.
             (default: ``None``, only ``train``)
         batch_size: Users ranked at once. (default: ``1024``)
@@ -153,7 +189,7 @@ def ranking_metrics(
     if scores.shape != train.shape:
         raise ValueError(f"scores have shape {tuple(scores.shape)}, train {train.shape}")
     return _evaluate_batches(
-        lambda users: scores[users], scores.device, train, test, ks, batch_size, exclude
+        lambda users: scores[users], scores.device, train, test, ks, exclude, batch_size
     )
 
 
@@ -162,9 +198,10 @@ def evaluate(
     model: torch.nn.Module,
     train: sp.spmatrix,
     test: sp.spmatrix,
+    *,
     ks: Sequence[int] = DEFAULT_KS,
-    batch_size: int = 1024,
     exclude: sp.spmatrix | None = None,
+    batch_size: int = 1024,
 ) -> dict[str, float]:
     """Recall@k and NDCG@k of a model, ranking ``batch_size`` users at a time.
 
@@ -177,10 +214,10 @@ def evaluate(
         train: ``num_users x num_items`` scipy sparse training interactions, never recommended.
         test: Held-out interactions of the same shape; users without any are skipped.
         ks: Cut-offs. (default: ``(5, 10, 20, 50)``)
-        batch_size: Users ranked at once; bounds memory at ``batch_size x num_items`` scores.
-            (default: ``1024``)
         exclude: Further interactions to mask out, e.g. validation items when scoring on test.
             (default: ``None``, only ``train``)
+        batch_size: Users ranked at once; bounds memory at ``batch_size x num_items`` scores.
+            (default: ``1024``)
 
     Returns:
         ``{"recall@k": mean, ..., "ndcg@k": mean, ...}`` as Python floats.
@@ -189,6 +226,6 @@ def evaluate(
     model.eval()
     try:
         device = next(itertools.chain(model.parameters(), model.buffers())).device
-        return _evaluate_batches(model.scorer(), device, train, test, ks, batch_size, exclude)
+        return _evaluate_batches(model.scorer(), device, train, test, ks, exclude, batch_size)
     finally:
         model.train(was_training)

@@ -165,3 +165,16 @@ def test_batched_evaluate_equals_full_matrix(device: str) -> None:
         assert model.training  # and the mode is restored afterwards
     batched = ranking_metrics(scores, train, test, ks=ks, exclude=valid, batch_size=4)
     assert batched == pytest.approx(full, rel=1e-12)
+
+
+def test_each_metric_is_a_function_of_the_hit_matrix() -> None:
+    """One user whose ranks 1 and 3 are test items, of 2: the metrics by hand."""
+    from cerp_core.metrics import METRICS
+
+    hits = torch.tensor([[True, False, True]])
+    recall, ndcg = (
+        METRICS[name](hits, torch.tensor([2]), torch.tensor([1, 3])) for name in METRICS
+    )
+    assert recall.tolist() == [[0.5, 1.0]]
+    ideal = 1 + 1 / math.log2(3)
+    assert ndcg[0].tolist() == pytest.approx([1.0, (1 + 1 / math.log2(4)) / ideal], abs=1e-12)
