@@ -195,28 +195,6 @@ def plot_user_activity(
     return fig
 
 
-def plot_split_sizes(statistics: pd.DataFrame) -> Figure:
-    """Interactions in train / valid / test per data set (one row of ``statistics`` each)."""
-    splits = [s for s in ("train", "valid", "test") if s in statistics.columns]
-    frame = (
-        statistics[splits]
-        .reset_index()
-        .melt(id_vars=statistics.index.name or "index", var_name="split", value_name="interactions")
-    )
-    fig, ax = plt.subplots(figsize=(5, 3))
-    sns.barplot(
-        frame,
-        x="split",
-        y="interactions",
-        hue=statistics.index.name or "index",
-        palette=PALETTE,
-        ax=ax,
-    )
-    ax.set(xlabel="Split", ylabel="Interactions (count)", title="Split sizes")
-    fig.tight_layout()
-    return fig
-
-
 # ----------------------------------------------------------------------------- CERP mechanics
 
 

@@ -82,12 +82,6 @@ FIGURES: dict[str, Callable[[], Figure]] = {
     "user_activity": lambda: plots.plot_user_activity(
         RNG.integers(5, 200, 100), RNG.integers(0, 80, 150)
     ),
-    "split_sizes": lambda: plots.plot_split_sizes(
-        pd.DataFrame(
-            {"train": [80], "valid": [10], "test": [20]},
-            index=pd.Index(["synthetic"], name="dataset"),
-        )
-    ),
     "composition_grid": lambda: plots.plot_composition_grid(NUM_USERS, NUM_ITEMS, 6),
     "sparsity_curve": lambda: plots.plot_sparsity_curve(
         {"CERP": STEPS, "no regularizer": STEPS.assign(num_nonzero=STEPS.num_nonzero + 20)},
