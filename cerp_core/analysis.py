@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cerp_core.embeddings.base import module_device
 from cerp_core.embeddings.cerp import CERPEmbedding, composition_indices
 from cerp_core.embeddings.pruning import PrunableEmbedding
 
@@ -41,7 +42,7 @@ def entity_sizes(
 ) -> pd.DataFrame:
     """Per-entity embedding size: non-zeros of each composed vector, with the entity's kind
     (user / item), training interactions and popularity bucket (quantiles within its kind)."""
-    device = next(embedding.parameters()).device
+    device = module_device(embedding)
     ids = torch.arange(embedding.num_entities, device=device)
     sizes = torch.cat(
         [torch.count_nonzero(embedding(chunk), dim=1) for chunk in ids.split(batch_size)]

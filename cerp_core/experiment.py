@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 import math
 import subprocess
 import time
@@ -56,7 +55,7 @@ from cerp_core.embeddings import (
     get_method,
     make_embedding,
 )
-from cerp_core.embeddings.base import MemoryReport
+from cerp_core.embeddings.base import MemoryReport, module_device
 from cerp_core.io import write_text_atomic
 from cerp_core.metrics import DEFAULT_KS, evaluate
 from cerp_core.models import MODELS, Popularity, Recommender, make_model
@@ -519,6 +518,6 @@ def _record(
         "prune_seconds": pruning.seconds if pruning else 0.0,
         "train_seconds": result.seconds,
         "eval_seconds": eval_seconds,
-        "device": str(next(itertools.chain(model.parameters(), model.buffers())).device),
+        "device": str(module_device(model)),
         **_provenance(),
     }

@@ -15,12 +15,13 @@ costs one ``[n, num_items]`` score block and one top-k over it.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+
+from cerp_core.embeddings.base import module_device
 
 DEFAULT_KS: tuple[int, ...] = (5, 10, 20, 50)
 
@@ -225,7 +226,8 @@ def evaluate(
     was_training = model.training
     model.eval()
     try:
-        device = next(itertools.chain(model.parameters(), model.buffers())).device
-        return _evaluate_batches(model.scorer(), device, train, test, ks, exclude, batch_size)
+        return _evaluate_batches(
+            model.scorer(), module_device(model), train, test, ks, exclude, batch_size
+        )
     finally:
         model.train(was_training)

@@ -176,3 +176,24 @@ def test_tt_initial_scale_and_validation():
         TTEmbedding(100, 16, rank=2, dim_factors=(2, 2, 2))
     with pytest.raises(ValueError):
         TTEmbedding(100, 16, rank=0)
+
+
+def test_combine_is_checked_in_one_place_with_the_accepted_values() -> None:
+    from cerp_core.embeddings import CERPEmbedding, QREmbedding
+
+    with pytest.raises(ValueError, match="combine must be one of 'mult', 'add', 'concat', got 'x'"):
+        QREmbedding(100, 8, 10, combine="x")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="combine must be one of 'add', 'concat', got 'mult'"):
+        CERPEmbedding(100, 8, 10, combine="mult")  # type: ignore[arg-type]
+
+
+def test_module_device_reads_parameters_or_buffers() -> None:
+    from torch import nn
+
+    from cerp_core.embeddings.base import module_device
+
+    holder = nn.Module()
+    holder.register_buffer("counts", torch.zeros(3))
+    assert module_device(holder) == torch.device("cpu")
+    with pytest.raises(ValueError, match="Module has no parameter or buffer, so no device"):
+        module_device(nn.Module())

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -85,16 +87,32 @@ def init_table(rows: int, cols: int, init: Init = "normal", std: float = 0.1) ->
     raise ValueError(f"init must be 'normal' or 'xavier_uniform', got {init!r}")
 
 
+COMBINES: tuple[Combine, ...] = ("mult", "add", "concat")
+
+
+def check_combine(combine: str, allowed: Sequence[str] = COMBINES) -> None:
+    """Refuse a ``combine`` outside ``allowed``, naming the accepted ones."""
+    if combine not in allowed:
+        names = ", ".join(repr(c) for c in allowed)
+        raise ValueError(f"combine must be one of {names}, got {combine!r}")
+
+
 def compose(first: torch.Tensor, second: torch.Tensor, combine: Combine) -> torch.Tensor:
     """Combine two ``[n, d]`` blocks of row vectors: element-wise product, sum, or concatenation
     (``[n, 2d]``, ``first`` on the left)."""
+    check_combine(combine)
     if combine == "mult":
         return first * second
     if combine == "add":
         return first + second
-    if combine == "concat":
-        return torch.cat((first, second), dim=-1)
-    raise ValueError(f"combine must be 'mult', 'add' or 'concat', got {combine!r}")
+    return torch.cat((first, second), dim=-1)
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """The device of a module's first parameter or buffer (a module lives on one device)."""
+    for tensor in itertools.chain(module.parameters(), module.buffers()):
+        return tensor.device
+    raise ValueError(f"{type(module).__name__} has no parameter or buffer, so no device")
 
 
 def gather_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

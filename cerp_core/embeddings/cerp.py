@@ -8,7 +8,7 @@ from typing import Literal
 
 import torch
 
-from cerp_core.embeddings.base import Init, compose, init_table
+from cerp_core.embeddings.base import Init, check_combine, compose, init_table
 from cerp_core.embeddings.pruning import PrunableEmbedding, PrunedTable, Threshold
 
 PAPER_BATCH_ROWS = 70
@@ -113,8 +113,7 @@ class CERPEmbedding(PrunableEmbedding):
         init: Init = "xavier_uniform",
         pruning_l2: float = 0.0,
     ) -> None:
-        if combine not in ("add", "concat"):
-            raise ValueError(f"combine must be 'add' or 'concat', got {combine!r}")
+        check_combine(combine, ("add", "concat"))
         if bucket_size < 1 or math.ceil(num_entities / bucket_size) > bucket_size:
             raise ValueError(
                 f"bucket_size={bucket_size} gives ceil(N / b) = "

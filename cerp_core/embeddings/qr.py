@@ -7,7 +7,14 @@ import math
 import torch
 from torch import nn
 
-from cerp_core.embeddings.base import Combine, DenseEmbedding, compose, gather_rows, init_table
+from cerp_core.embeddings.base import (
+    Combine,
+    DenseEmbedding,
+    check_combine,
+    compose,
+    gather_rows,
+    init_table,
+)
 
 
 class QREmbedding(DenseEmbedding):
@@ -47,8 +54,7 @@ class QREmbedding(DenseEmbedding):
         init_std: float = 0.1,
     ) -> None:
         table_std = {"mult": math.sqrt(init_std), "add": init_std / math.sqrt(2.0)}
-        if combine not in ("mult", "add", "concat"):
-            raise ValueError(f"combine must be 'mult', 'add' or 'concat', got {combine!r}")
+        check_combine(combine)
         if not 1 <= num_remainder_rows <= num_entities:
             raise ValueError(
                 f"num_remainder_rows must lie in [1, {num_entities}], got {num_remainder_rows}"

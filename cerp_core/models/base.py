@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from cerp_core.embeddings.base import CompactEmbedding
+from cerp_core.embeddings.base import CompactEmbedding, module_device
 
 Scorer = Callable[[torch.Tensor], torch.Tensor]
 
@@ -44,7 +44,7 @@ class Recommender(nn.Module):
     @property
     def device(self) -> torch.device:
         """Device of the model's parameters (that of the embedding table)."""
-        return next(self.parameters()).device
+        return module_device(self)
 
     def item_entities(self, items: torch.Tensor) -> torch.Tensor:
         """Entity ids of item ids (any shape)."""
