@@ -264,6 +264,10 @@ def plot_sparsity_curve(
         ax.axhline(
             target, color="grey", linestyle="--", linewidth=1, label="targets" if i == 0 else None
         )
+        ax.annotate(
+            f"target {target:,}", xy=(0, target), xycoords=("axes fraction", "data"),
+            xytext=(3, 2), textcoords="offset points", fontsize="x-small", color="dimgrey",
+        )  # fmt: skip
     points = [(step, count) for step, count in snapshots if step is not None]
     if points:
         ax.scatter(

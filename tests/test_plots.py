@@ -176,6 +176,12 @@ def test_threshold_panels_count_the_kept_entries() -> None:
     plt.close(fig)
 
 
+def test_sparsity_curve_labels_each_target() -> None:
+    steps = pd.DataFrame({"step": [0, 1, 2], "num_nonzero": [100, 60, 20]})
+    ax = plots.plot_sparsity_curve(steps, targets=[50, 25], snapshots=[(1, 60)]).axes[0]
+    assert [t.get_text() for t in ax.texts] == ["target 50", "target 25"]
+
+
 def test_mask_heatmap_spreads_its_rows_over_the_whole_table() -> None:
     """Q's first rows are users only (entity blocks); evenly spaced rows reach the last one."""
     mask = np.zeros((30, 4), dtype=bool)
