@@ -1,6 +1,10 @@
 """Results stay bit-identical across refactorings: tiny runs of every backbone and of each kind of
 table are compared, field by field and to the last bit, with records committed before.
 
+Bit-identity holds on one kind of CPU: vectorised kernels (tanh, sparse products) round
+differently on others, so the file records the machine that wrote it, and elsewhere the
+numbers are compared to 1e-3 (relative) and the counts to 1% instead.
+
 A change that is meant to alter results regenerates the file on purpose:
 ``CERP_REGENERATE_GOLDEN=1 python -m pytest tests/test_golden.py`` (and says why in its commit).
 """
@@ -9,10 +13,12 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from cerp_core.experiment import ExperimentConfig, run_experiment
 from cerp_core.train import TrainConfig
@@ -44,11 +50,45 @@ def tiny_records(name: str) -> list[dict[str, Any]]:
     return [{k: v for k, v in r.items() if k not in VOLATILE} for r in records]
 
 
+def machine() -> str:
+    """What decides the last bits of a float result here: the CPU's vendor, torch's vector ISA."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    vendor = next((line.split(":")[1].strip() for line in lines if "vendor_id" in line), "")
+    capability = torch.backends.cpu.get_cpu_capability()
+    return f"{platform.machine()} {vendor or platform.processor()} {capability}"
+
+
 @pytest.mark.parametrize("name", RUNS)
 def test_results_are_bit_identical_to_the_committed_ones(name: str) -> None:
     records = json.loads(json.dumps(tiny_records(name)))  # as stored: JSON floats round-trip
     if os.environ.get("CERP_REGENERATE_GOLDEN") == "1":
         stored = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
+        stored = {**stored, "_machine": machine(), name: records}
         GOLDEN.parent.mkdir(exist_ok=True)
-        GOLDEN.write_text(json.dumps({**stored, name: records}, indent=1, sort_keys=True) + "\n")
-    assert records == json.loads(GOLDEN.read_text())[name]
+        GOLDEN.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
+    golden = json.loads(GOLDEN.read_text())
+    if golden["_machine"] == machine():
+        assert records == golden[name]
+    else:
+        assert records == [approximately(r) for r in golden[name]]
+
+
+def approximately(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with its numbers as ``pytest.approx`` (floats 1e-3, counts 1%)."""
+    return {
+        k: pytest.approx(v, rel=1e-3 if isinstance(v, float) else 1e-2)
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+        else v
+        for k, v in record.items()
+    }
+
+
+def test_on_another_cpu_the_records_are_compared_within_rounding() -> None:
+    golden = {"recall@20": 0.25, "num_params": 1000, "method": "cerp", "seed": 0}
+    assert {"recall@20": 0.25002, "num_params": 1004, "method": "cerp", "seed": 0} == approximately(
+        golden
+    )
+    assert {"recall@20": 0.2510, "num_params": 1000, "method": "cerp", "seed": 0} != approximately(
+        golden
+    )
