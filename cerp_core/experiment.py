@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import platform
 import subprocess
 import time
 from collections.abc import Callable, Mapping
@@ -327,9 +328,21 @@ def _identity(config: ExperimentConfig, data: Interactions, budget: float) -> di
     }
 
 
+@functools.cache
+def cpu_description() -> str:
+    """What decides the last bits of a CPU result besides the code: the architecture, the CPU's
+    vendor and torch's vector instruction set (``"x86_64 AuthenticAMD AVX512"``); vectorised
+    kernels round differently on other kinds of CPU."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    vendor = next((line.split(":")[1].strip() for line in lines if "vendor_id" in line), "")
+    capability = torch.backends.cpu.get_cpu_capability()
+    return f"{platform.machine()} {vendor or platform.processor() or 'unknown'} {capability}"
+
+
 def _provenance() -> dict[str, Any]:
-    """The code a record was computed with."""
-    return {"version": cerp_core.__version__, "git_commit": git_commit()}
+    """The code a record was computed with, and the kind of CPU."""
+    return {"version": cerp_core.__version__, "git_commit": git_commit(), "cpu": cpu_description()}
 
 
 def run_experiment(

@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
-from cerp_core.experiment import ExperimentConfig, run_experiment
+from cerp_core.experiment import ExperimentConfig, cpu_description, run_experiment
 from cerp_core.train import TrainConfig
 
 GOLDEN = Path(__file__).parent / "golden" / "tiny_runs.json"
-VOLATILE = ("prune_seconds", "train_seconds", "eval_seconds", "version", "git_commit")
+VOLATILE = ("prune_seconds", "train_seconds", "eval_seconds", "version", "git_commit", "cpu")
 TINY = {"num_users": 150, "num_items": 200}
 RUNS = {  # name: (backbone, method, budgets, embedding options)
     "mf-full": ("mf", "full", (1.0,), {}),
@@ -50,25 +48,16 @@ def tiny_records(name: str) -> list[dict[str, Any]]:
     return [{k: v for k, v in r.items() if k not in VOLATILE} for r in records]
 
 
-def machine() -> str:
-    """What decides the last bits of a float result here: the CPU's vendor, torch's vector ISA."""
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    vendor = next((line.split(":")[1].strip() for line in lines if "vendor_id" in line), "")
-    capability = torch.backends.cpu.get_cpu_capability()
-    return f"{platform.machine()} {vendor or platform.processor()} {capability}"
-
-
 @pytest.mark.parametrize("name", RUNS)
 def test_results_are_bit_identical_to_the_committed_ones(name: str) -> None:
     records = json.loads(json.dumps(tiny_records(name)))  # as stored: JSON floats round-trip
     if os.environ.get("CERP_REGENERATE_GOLDEN") == "1":
         stored = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
-        stored = {**stored, "_machine": machine(), name: records}
+        stored = {**stored, "_machine": cpu_description(), name: records}
         GOLDEN.parent.mkdir(exist_ok=True)
         GOLDEN.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
     golden = json.loads(GOLDEN.read_text())
-    if golden["_machine"] == machine():
+    if golden["_machine"] == cpu_description():
         assert records == golden[name]
     else:
         assert records == [approximately(r) for r in golden[name]]
