@@ -25,7 +25,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from matplotlib.ticker import EngFormatter, FuncFormatter
+from matplotlib.ticker import EngFormatter, FuncFormatter, NullLocator
 
 from cerp_core.analysis import KIND_ORDER, ArrayLike, as_numpy, nonzero_counts
 from cerp_core.embeddings import METHODS
@@ -113,6 +113,16 @@ def _log_x_axis(ax: Axes) -> None:
             return plain(x, pos) if round(mantissa, 6) in (2.0, 3.0, 5.0) else ""
 
         ax.xaxis.set_minor_formatter(FuncFormatter(minor))
+
+
+def _budget_ticks(ax: Axes, positions: pd.Series) -> None:
+    """A log x axis whose ticks are the budgets: at each budget's mean x (``positions``, indexed
+    by budget), labelled with that x and the budget, so that every point has a tick below it."""
+    ax.set_xscale("log")
+    plain = EngFormatter(places=0, sep=" ")
+    labels = [f"{plain(value)}\n({budget:g})" for budget, value in positions.items()]
+    ax.set_xticks(positions.to_numpy(), labels, fontsize="x-small")
+    ax.xaxis.set_minor_locator(NullLocator())
 
 
 def _metric_label(metric: str) -> str:
@@ -365,7 +375,8 @@ def plot_budget_curves(
                     xytext=(3, 0), textcoords="offset points", va="center",
                     fontsize="x-small", color=style["color"],
                 )  # fmt: skip
-        _log_x_axis(ax)
+        _budget_ticks(ax, grouped.groupby("budget")[x].mean())
+        ax.grid(axis="y", alpha=0.35)  # faint, so that no reference line merges with it
         ax.set(
             xlabel=X_LABELS[x],
             ylabel=f"Test {_metric_label(metric)}",

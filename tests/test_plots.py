@@ -147,6 +147,8 @@ def test_budget_curves_use_log_x_and_full_reference() -> None:
     assert "Recall@20" in ax.get_ylabel()
     full_lines = [line for line in ax.get_lines() if "Full table" in line.get_label()]
     assert len(full_lines) == 1 and full_lines[0].get_ydata()[0] == pytest.approx(0.30)
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert ticks == ["50\n(0.05)", "100\n(0.1)", "250\n(0.25)"]  # a tick under every budget
     plt.close(fig)
 
 
