@@ -25,7 +25,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from matplotlib.ticker import EngFormatter, FuncFormatter, NullLocator
+from matplotlib.ticker import EngFormatter, NullLocator
 
 from cerp_core.analysis import KIND_ORDER, ArrayLike, as_numpy, nonzero_counts
 from cerp_core.embeddings import METHODS
@@ -98,21 +98,6 @@ def save_figure(
         fig.savefig(path, dpi=dpi, bbox_inches="tight", metadata=metadata)
         paths.append(path)
     return paths
-
-
-def _log_x_axis(ax: Axes) -> None:
-    """Log x axis with plain numbers (``50``, ``100 k``) instead of powers of ten."""
-    ax.set_xscale("log")
-    plain = EngFormatter(sep=" ")
-    ax.xaxis.set_major_formatter(plain)
-    low, high = ax.get_xlim()
-    if high / max(low, 1e-12) < 30:  # under ~1.5 decades: also label 2x, 3x and 5x minor ticks
-
-        def minor(x: float, pos: int | None = None) -> str:
-            mantissa = x / 10 ** math.floor(math.log10(x)) if x > 0 else 0
-            return plain(x, pos) if round(mantissa, 6) in (2.0, 3.0, 5.0) else ""
-
-        ax.xaxis.set_minor_formatter(FuncFormatter(minor))
 
 
 def _budget_ticks(ax: Axes, positions: pd.Series) -> None:
