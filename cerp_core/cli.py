@@ -95,7 +95,7 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--threshold-schedule", choices=THRESHOLD_SCHEDULES,
                         default=training.threshold_schedule,
                         help="epoch: --threshold-lr per epoch of samples (batch-invariant); "
-                        "step: per optimiser step (the authors' form)")  # fmt: skip
+                        "step: per optimizer step (the authors' form)")  # fmt: skip
     parser.add_argument(
         "--embedding-option",
         type=_option,
@@ -111,7 +111,7 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
         "--protocol",
         choices=PROTOCOLS,
         default=experiment.protocol,
-        help="paper: the authors' batching, optimiser and test-based selection (overrides "
+        help="paper: the authors' batching, optimizer and test-based selection (overrides "
         "--batch-size, --num-negatives and --lr; see cerp_core.experiment)",
     )
     parser.add_argument("--valid-fraction", type=float, default=experiment.valid_fraction,

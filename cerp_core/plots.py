@@ -247,7 +247,7 @@ def plot_sparsity_curve(
     snapshots: Sequence[tuple[int, int]] = (),
     stored: int | None = None,
 ) -> Figure:
-    """Non-zero parameters after every stage-1 optimiser step (``steps`` has ``step`` and
+    """Non-zero parameters after every stage-1 optimizer step (``steps`` has ``step`` and
     ``num_nonzero``; a mapping draws one curve per variant), the targets as dashed lines and
     the snapshots taken as ``(step, num_nonzero)`` markers; ``stored`` marks the tables' size."""
     curves = {"stage 1": steps} if isinstance(steps, pd.DataFrame) else dict(steps)
@@ -277,7 +277,7 @@ def plot_sparsity_curve(
     if stored is not None:
         ax.axhline(stored, color="black", linestyle=":", linewidth=1, label="stored entries")
     ax.set(
-        xlabel="Optimiser step (stage 1)",
+        xlabel="Optimizer step (stage 1)",
         ylabel="Non-zero parameters (count)",
         title="Sparsity during pruning",
     )

@@ -223,7 +223,7 @@ def _resume(
     checkpoint: Path | None,
     kind: type[S],
 ) -> S | None:
-    """Restore model and optimiser from ``checkpoint``; the stage's saved ``kind``, or None.
+    """Restore model and optimizer from ``checkpoint``; the stage's saved ``kind``, or None.
 
     A checkpoint of another stage or an older layout is refused with its path: resuming from
     it would silently restart or mix two runs."""
@@ -246,7 +246,7 @@ def _save(
     optimizer: torch.optim.Optimizer,
     stage: Any,
 ) -> None:
-    """Checkpoint model, optimiser and the stage's own dataclass, atomically (nothing without a
+    """Checkpoint model, optimizer and the stage's own dataclass, atomically (nothing without a
     path): a kill mid-write leaves the previous checkpoint intact."""
     if checkpoint is not None:
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "stage": stage}
@@ -518,7 +518,7 @@ def check_learnt(losses: list[float], chance: float, when: str) -> None:
 
 @dataclass
 class PruneStep:
-    """What stage 1 reads after one optimiser step (step 0: the initialisation)."""
+    """What stage 1 reads after one optimizer step (step 0: the initialisation)."""
 
     step: int
     epoch: int
@@ -532,7 +532,7 @@ Masks = dict[str, torch.Tensor]
 
 @dataclass
 class SnapshotTracker:
-    """Stage 1's decisions: fed one :class:`PruneStep` per optimiser step, it logs the steps
+    """Stage 1's decisions: fed one :class:`PruneStep` per optimizer step, it logs the steps
     and takes a snapshot for every target the non-zero count reaches, after checking that the
     model has learnt (:func:`check_learnt`). Plain data, so it travels in a checkpoint.
 
@@ -608,7 +608,7 @@ def prune(
 ) -> PruneResult:
     """Stage 1: train with soft thresholds (and CERP's regularizer) until each target is hit.
 
-    After every optimiser step the exact non-zero count goes to a :class:`SnapshotTracker`,
+    After every optimizer step the exact non-zero count goes to a :class:`SnapshotTracker`,
     which keeps the masks the first time the count is at or below a target; the stage ends at
     the step that reaches the last. Targets still unreached after ``config.epochs`` epochs are
     completed by magnitude pruning of the effective weights (``source="magnitude"``).

@@ -1,4 +1,4 @@
-"""Pruned tables: soft thresholds, CERP's composition and regulariser, snapshots, rewinding."""
+"""Pruned tables: soft thresholds, CERP's composition and regularizer, snapshots, rewinding."""
 
 from __future__ import annotations
 

@@ -457,8 +457,8 @@ def make_embedding(
     Pruning methods accept a sequence of budgets (one pruning run, one target each) and, like
     the others, guarantee the budget for the *stored* non-zeros after pruning
     (``num_parameters() <= target``); before pruning their tables may be larger. PEP and CERP get
-    ``threshold_init=SUITE_THRESHOLD_INIT`` (-6) instead of the papers' -15 / -100, see
-    :data:`SUITE_THRESHOLD_INIT`.
+    ``threshold_init=threshold_init_for(rows, d)``: -6 (:data:`SUITE_THRESHOLD_INIT`), or lower
+    for large tables, instead of the papers' -15 / -100.
 
     ``overrides`` go to the constructor and win over solved values (e.g. ``bucket_size=1000``,
     ``threshold_init=-100.0``, ``combine="concat"``); ``bucket_factor`` (CERP) and

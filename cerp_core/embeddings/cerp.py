@@ -42,7 +42,7 @@ class CERPEmbedding(PrunableEmbedding):
     Two ``b x d`` meta tables ``P`` and ``Q`` (``b`` about ``sqrt(N)`` or larger) are shared by
     all ``N`` ids: id ``i`` composes row ``i mod b`` of ``P`` with row ``i div ceil(N/b)`` of
     ``Q``, a pair no other id has. Both tables are pruned by learnable soft thresholds as in
-    PEP, while a regulariser rewards composed vectors with many non-zero entries, i.e. ``P`` and
+    PEP, while a regularizer rewards composed vectors with many non-zero entries, i.e. ``P`` and
     ``Q`` rows that are non-zero where the other is zero (complementary information). The masks
     found at each target are retrained from the initial values (see
     :class:`PrunableEmbedding`).
@@ -61,7 +61,7 @@ class CERPEmbedding(PrunableEmbedding):
     samples seen divided by the training set's size).
 
     **Batch invariance.** The authors' loss sums over the ~70 rows of their batches (BPR is a
-    mean over the batch); summed at batch 8,192 the same ``gamma_0`` weighs ~300 times more
+    mean over the batch); summed at batch 8,192 the same ``gamma_0`` weighs ~350 times more
     against BPR and holds every step's gradient, so nothing is learnt while pruning. Here the
     regularizer is a *mean* over the batch's rows, and ``gamma`` decays per training sample,
     so a weight means the same at every batch size: the paper's ``gamma_0 = 1`` (summed over 70
@@ -71,7 +71,7 @@ class CERPEmbedding(PrunableEmbedding):
     ``CERP/models/modules.py``): ``P`` is their ``R_v`` (remainder), ``Q`` their ``Q_v``
     (quotient), both Xavier-uniform; thresholds all ``-100`` ("all_ones" init method);
     concatenation puts ``P`` first; ``K = 100``, ``gamma_0 = 1`` summed over the batch (70 here,
-    see above), decay 0.5 per epoch; the regulariser is off while retraining. With
+    see above), decay 0.5 per epoch; the regularizer is off while retraining. With
     ``threshold_init = -100`` pruning starts only after about ``(logit(|w|) + 100) / lr`` (~9e4)
     Adam steps; :func:`~cerp_core.embeddings.make_embedding` uses a faster suite default.
 
@@ -87,7 +87,7 @@ class CERPEmbedding(PrunableEmbedding):
         threshold_init: Initial raw threshold (the paper's value). (default: ``-100.0``)
         targets: Non-zero counts at which stage 1 snapshots a mask. (default: ``()``)
         regularizer_weight: ``gamma_0``, the weight of the per-row mean; ``0`` gives the "CERP
-            without regulariser" ablation. (default: ``PAPER_BATCH_ROWS``, the paper's 1)
+            without regularizer" ablation. (default: ``PAPER_BATCH_ROWS``, the paper's 1)
         regularizer_decay: ``delta``, the factor applied to the weight per epoch of training
             samples, continuously. (default: ``0.5``)
         regularizer_sharpness: ``K``; ``tanh(K x)^2`` is a smooth indicator of ``x != 0``.

@@ -53,7 +53,7 @@ class PrunedTable(nn.Module):
 
     Stage 1: :meth:`effective` is ``soft_threshold(weight, threshold)`` (``weight`` itself
     without thresholds). Stage 2, after :meth:`rewind`: ``weight * mask``, so pruned entries get
-    zero gradient, stay zero under Adam (with or without weight decay, given a fresh optimiser)
+    zero gradient, stay zero under Adam (with or without weight decay, given a fresh optimizer)
     and the non-zero count never grows. Initial values, mask and stage travel in
     ``state_dict``, so a fresh instance rewinds correctly after ``load_state_dict``.
 
@@ -129,7 +129,7 @@ class PrunableEmbedding(CompactEmbedding):
     """A table made of :class:`PrunedTable` arrays (``tables``, by name) in two stages.
 
     *Stage 1 (prune)*: each array enters :meth:`forward` through its effective weights. The
-    trainer watches :meth:`num_nonzero` after every optimiser step and stores
+    trainer watches :meth:`num_nonzero` after every optimizer step and stores
     :meth:`current_masks` the first time it is at most a target (``targets``, descending);
     targets not reached by the end of the stage get :meth:`magnitude_masks`.
 
@@ -243,7 +243,7 @@ class PrunableEmbedding(CompactEmbedding):
         }
 
     def threshold_parameters(self) -> list[nn.Parameter]:
-        """Raw thresholds, for their own optimiser group (inert after :meth:`rewind`)."""
+        """Raw thresholds, for their own optimizer group (inert after :meth:`rewind`)."""
         return list(self.thresholds().values())
 
     def pruning_loss(self, embeddings: torch.Tensor, epoch: float) -> torch.Tensor:
