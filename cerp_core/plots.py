@@ -392,16 +392,13 @@ def plot_mask_heatmap(masks: Mapping[str, ArrayLike], max_rows: int = 200) -> Fi
     cmap = ListedColormap([(0.95, 0.95, 0.95), colours[0]])
     fig, axes = plt.subplots(1, len(arrays), figsize=(3.4 * len(arrays) + 0.6, 4.4), squeeze=False)
     for ax, (name, mask) in zip(axes[0], arrays.items(), strict=False):
-        rows = np.unique(np.linspace(0, len(mask) - 1, min(max_rows, len(mask))).round()).astype(
-            int
-        )
+        shown = min(max_rows, len(mask))
+        rows = np.unique(np.linspace(0, len(mask) - 1, shown).round()).astype(int)
         ax.imshow(mask[rows], cmap=cmap, vmin=0, vmax=1, aspect="auto", interpolation="nearest")
         ax.grid(False)
         ticks = np.unique(np.linspace(0, len(rows) - 1, 5).round()).astype(int)
         ax.set_yticks(ticks, [str(rows[t]) for t in ticks])  # the rows' own indices
-        clipped = (
-            f" ({len(rows)} of {len(mask)} rows, evenly spaced)" if len(rows) < len(mask) else ""
-        )
+        clipped = f" ({shown} of {len(mask)} rows, evenly spaced)" if shown < len(mask) else ""
         ax.set(
             xlabel="Embedding dimension (index)",
             ylabel=f"Row of {name.split(',')[0]} (index)",

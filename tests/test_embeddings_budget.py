@@ -267,7 +267,7 @@ def test_a_method_registered_once_reaches_cli_sweeps_reports_and_plots(monkeypat
         ("100", 8, 0.1, "num_entities must be an integer >= 1, got '100'"),
         (True, 8, 0.1, "num_entities must be an integer >= 1, got True"),
         (100, 0, 0.1, "dim must be an integer >= 1, got 0"),
-        (100, 8, "0.1", "budget must be a number in (0, 1] or a sequence of them, got '0.1'"),
+        (100, 8, "0.1", "every budget must be a number in (0, 1], got '0.1'"),
     ],
 )
 def test_make_embedding_refuses_sizes_that_are_not_counts(

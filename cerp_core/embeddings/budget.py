@@ -114,11 +114,12 @@ magnitude pruning): the larger tables need more pruning steps.
 def check_budgets(budgets: Any) -> tuple[float, ...]:
     """``budgets`` as a tuple of floats, checked: a non-empty sequence of distinct numbers in
     ``(0, 1]``. The one budget check of the suite (tables, configurations, the CLI)."""
+    given = budgets  # named in the error as passed, not as the empty sequence a string becomes
     if isinstance(budgets, (str, bytes)) or not isinstance(budgets, Sequence):
         budgets = ()
     numbers = all(isinstance(b, Real) and not isinstance(b, bool) for b in budgets)
     if not budgets or not numbers or not all(0 < b <= 1 for b in budgets):
-        raise ValueError(f"every budget must be a number in (0, 1], got {budgets!r}")
+        raise ValueError(f"every budget must be a number in (0, 1], got {given!r}")
     if len(set(budgets)) < len(budgets):
         raise ValueError(f"budgets must be distinct, got {tuple(budgets)}")
     return tuple(float(b) for b in budgets)
@@ -469,8 +470,6 @@ def make_embedding(
     for name, size in (("num_entities", num_entities), ("dim", dim)):
         if not isinstance(size, Integral) or isinstance(size, bool) or size < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {size!r}")
-    if isinstance(budget, str) or not isinstance(budget, (Real, Sequence)):
-        raise ValueError(f"budget must be a number in (0, 1] or a sequence of them, got {budget!r}")
     entry.check_options(overrides)
     return entry(int(num_entities), int(dim), budget, **overrides)
 
