@@ -1,12 +1,12 @@
 """Which pruning schedules let the learnt thresholds take the snapshots, and at what accuracy.
 
-For each backbone, pruning method, threshold schedule and stage-1 decay (``pruning_l2``), one
-run on the synthetic data (d = 32, budgets 0.1 / 0.05 / 0.02, batch 1024, ``--epochs`` per
-stage, 10 by default as in the notebooks): how each snapshot was taken and when, the BPR loss
-then, the validation and test Recall@20 after retraining, and, at the end of stage 1, where
-the thresholds stand (``sigmoid(s)``) against the weights they must catch (quantiles of
-``|w|``). One JSON line per run, appended to ``--out``; runs already there are skipped, so an
-interrupted study resumes.
+For each backbone, pruning method, threshold schedule, stage-1 decay (``pruning_l2``) and
+decay ramp (``decay_ramp``, 1 = a fixed decay), one run on the synthetic data (d = 32, budgets
+0.1 / 0.05 / 0.02, batch 1024, ``--epochs`` per stage, 10 by default as in the notebooks): how
+each snapshot was taken and when, the BPR loss then, the validation and test Recall@20 after
+retraining, and, at the end of stage 1, where the thresholds stand (``sigmoid(s)``) against the
+weights they must catch (quantiles of ``|w|``). One JSON line per run, appended to ``--out``;
+runs already there are skipped, so an interrupted study resumes.
 
     python benchmarks/pruning_schedule.py --out results/pruning-schedule-synthetic/runs.jsonl
 
@@ -16,6 +16,14 @@ PEP's stage-1 decay (``SUITE_PEP_PRUNING_L2``) was chosen from
         --methods pep --pruning-l2 0.2 0.3 --epoch-rates 1.0 2.0
     python benchmarks/pruning_schedule.py --out results/pruning-schedule-synthetic/pep-decay.jsonl \
         --methods pep --pruning-l2 0.3 0.4 0.5 --epoch-rates 1.0 --epochs 30 --workers 1
+
+and the default decay ramp (``TrainConfig.decay_ramp``) from (``$OUT`` =
+``results/pruning-schedule-synthetic/decay-ramp.jsonl``)
+
+    python benchmarks/pruning_schedule.py --out $OUT --methods pep --pruning-l2 0.4 \
+        --epoch-rates 1.0 --decay-ramps 1 1.5 2 4 --epochs 30
+    python benchmarks/pruning_schedule.py --out $OUT --methods cerp --pruning-l2 0.1 \
+        --epoch-rates 1.0 --decay-ramps 1 2 --epochs 30
 """
 
 from __future__ import annotations
@@ -58,10 +66,13 @@ def stage_one_reach(table: PrunableEmbedding) -> dict[str, Any]:
     }
 
 
-def one_run(task: tuple[tuple[str, str, str, float, float], int]) -> dict[str, Any]:
+Point = tuple[str, str, str, float, float, float]
+
+
+def one_run(task: tuple[Point, int]) -> dict[str, Any]:
     torch.set_num_threads(1)
     point, epochs = task
-    backbone, method, schedule, rate, decay = point
+    backbone, method, schedule, rate, decay, ramp = point
     config = ExperimentConfig(
         dataset="synthetic",
         backbone=backbone,
@@ -73,6 +84,7 @@ def one_run(task: tuple[tuple[str, str, str, float, float], int]) -> dict[str, A
             batch_size=1024,
             threshold_schedule=schedule,
             threshold_lr=rate,
+            decay_ramp=ramp,
             progress=False,
         ),
         embedding_options={"pruning_l2": decay},
@@ -92,6 +104,7 @@ def one_run(task: tuple[tuple[str, str, str, float, float], int]) -> dict[str, A
         reach,
         stage_one_epochs=len(pruning.history),
         threshold_by_epoch=[round(x, 3) for x in pruning.history["threshold"]],
+        decay_scale_by_epoch=pruning.history["decay_scale"].tolist(),
         snapshots=[
             {
                 "budget": row["budget"],
@@ -110,12 +123,17 @@ def one_run(task: tuple[tuple[str, str, str, float, float], int]) -> dict[str, A
     return record
 
 
+def as_point(stored: list[Any]) -> Point:
+    """A stored run's point; runs from before the decay ramp had a fixed decay (ramp 1)."""
+    return (*stored, 1.0)[:6]  # type: ignore[return-value]
+
+
 def summary(lines: list[str]) -> list[dict[str, Any]]:
     """One row per run and budget (a refused run: one row with its error)."""
     rows = []
     for line in lines:
         record = json.loads(line)
-        backbone, method, schedule, rate, decay = record["point"]
+        backbone, method, schedule, rate, decay, ramp = as_point(record["point"])
         point = {
             "epochs": record.get("epochs", 10),
             "backbone": backbone,
@@ -123,6 +141,7 @@ def summary(lines: list[str]) -> list[dict[str, Any]]:
             "schedule": schedule,
             "threshold_lr": rate,
             "pruning_l2": decay,
+            "decay_ramp": ramp,
         }
         if "error" in record:
             rows.append({**point, "error": record["error"].split(":")[0]})
@@ -145,19 +164,22 @@ def main() -> None:
     parser.add_argument(
         "--epoch-rates", nargs="+", type=float, help="only these per-epoch threshold_lr values"
     )
+    parser.add_argument(
+        "--decay-ramps", nargs="+", type=float, default=[1.0], help="decay_ramp values"
+    )
     parser.add_argument("--epochs", type=int, default=10, help="bound of each stage")
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     done = set()
     if args.out.exists():
         done = {
-            (tuple(record["point"]), record.get("epochs", 10))
+            (as_point(record["point"]), record.get("epochs", 10))
             for record in map(json.loads, args.out.read_text().splitlines())
         }
     grid = [
-        (backbone, method, schedule, rate, decay)
-        for backbone, method, (schedule, rate), decay in itertools.product(
-            ("lightgcn", "mf"), args.methods, SCHEDULES, args.pruning_l2
+        (backbone, method, schedule, rate, decay, ramp)
+        for backbone, method, (schedule, rate), decay, ramp in itertools.product(
+            ("lightgcn", "mf"), args.methods, SCHEDULES, args.pruning_l2, args.decay_ramps
         )
         if args.epoch_rates is None or (schedule == "epoch" and rate in args.epoch_rates)
     ]

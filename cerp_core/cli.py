@@ -96,6 +96,9 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
                         default=training.threshold_schedule,
                         help="epoch: --threshold-lr per epoch of samples (batch-invariant); "
                         "step: per optimizer step (the authors' form)")  # fmt: skip
+    parser.add_argument("--decay-ramp", type=float, default=training.decay_ramp,
+                        help="factor on the stage-1 decay after each epoch that stalls short "
+                        "of a target (1: a fixed decay)")  # fmt: skip
     parser.add_argument(
         "--embedding-option",
         type=_option,
@@ -169,6 +172,7 @@ def experiment_config(args: argparse.Namespace) -> ExperimentConfig:
             lr=args.lr,
             threshold_lr=args.threshold_lr,
             threshold_schedule=args.threshold_schedule,
+            decay_ramp=args.decay_ramp,
             seed=args.seed,
             progress=not args.no_progress,
         ),

@@ -66,6 +66,10 @@ class TrainConfig:
             what it does at 256.
         threshold_weight_decay: Adam weight decay of pruning thresholds. With thresholds far
             below zero this decay, not the task loss, is what raises them and prunes.
+        decay_ramp: Factor by which stage 1 multiplies the tables' decay (``pruning_l2``)
+            after each epoch that :func:`stalled`: the thresholds have stopped rising (near
+            ``sigmoid(0) = 0.5``, where their own decay holds them) and the non-zeros fall too
+            slowly to reach the next target. ``1.0`` keeps the decay fixed.
         l2: Weight of ``0.5 * ||E_batch||^2 / batch`` on the batch's layer-0 embeddings.
         grad_clip: Max gradient norm (``None``: no clipping; paper: 100). Clipping reads every
             gradient each step, about half the cost of a full-table MF step on CPU.
@@ -85,6 +89,7 @@ class TrainConfig:
     threshold_lr: float | None = 1.0
     threshold_schedule: str = "epoch"
     threshold_weight_decay: float = 1e-5
+    decay_ramp: float = 2.0
     l2: float = 1e-4
     grad_clip: float | None = None
     eval_every: int = 1
@@ -116,6 +121,10 @@ class TrainConfig:
         for name in ("weight_decay", "threshold_weight_decay", "l2"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if not (math.isfinite(self.decay_ramp) and self.decay_ramp >= 1):
+            raise ValueError(
+                f"TrainConfig.decay_ramp must be a finite number >= 1, got {self.decay_ramp}"
+            )
 
 
 @dataclass
@@ -364,9 +373,11 @@ def _run_epoch(
     epoch: int,
     prune_epoch: int | None = None,
     on_step: Callable[[float], bool] | None = None,
+    decay_scale: float = 1.0,
 ) -> dict[str, float]:
     """One pass over the training pairs (until ``on_step(bpr_loss)`` returns True); returns
-    mean losses.
+    mean losses. With ``prune_epoch`` it adds the table's stage-1 loss, its decay scaled by
+    ``decay_scale``.
 
     Raises on a non-finite loss.
     """
@@ -385,7 +396,7 @@ def _run_epoch(
             l2 = config.l2 * 0.5 * layer0.pow(2).sum() / len(users)
             if prune_epoch is not None:  # epochs of samples seen, fractional
                 seen = prune_epoch + steps * config.batch_size / pairs
-                prune = model.embedding.pruning_loss(layer0, seen)
+                prune = model.embedding.pruning_loss(layer0, seen, decay_scale)
             else:
                 prune = torch.zeros((), device=device)
             loss = task + l2 + prune
@@ -516,6 +527,13 @@ def check_learnt(losses: list[float], chance: float, when: str) -> None:
         )
 
 
+SETTLED_TRAVEL = 0.01
+"""Mean raw threshold travel per epoch below which the thresholds have settled."""
+RAMP_HORIZON = 10
+"""Epochs within which, at an epoch's pace, stage 1 should reach its next target; slower and
+with settled thresholds, the epoch has :func:`stalled`."""
+
+
 @dataclass
 class PruneStep:
     """What stage 1 reads after one optimizer step (step 0: the initialisation)."""
@@ -528,6 +546,19 @@ class PruneStep:
 
 
 Masks = dict[str, torch.Tensor]
+
+
+def stalled(start: PruneStep, end: PruneStep, target: int) -> bool:
+    """Whether the epoch from ``start`` to ``end`` left stage 1 stuck above ``target``.
+
+    Stuck: the mean raw threshold moved less than :data:`SETTLED_TRAVEL` (the thresholds have
+    stopped rising, so only the tables' decay still prunes) and the non-zeros fell by less than
+    ``1 / RAMP_HORIZON`` of their distance to ``target``. Tables without thresholds (NaN) never
+    stall. Stage 1 answers a stalled epoch by raising the decay (``TrainConfig.decay_ramp``).
+    """
+    settled = abs(end.threshold - start.threshold) < SETTLED_TRAVEL
+    pace = start.num_nonzero - end.num_nonzero
+    return settled and pace * RAMP_HORIZON < end.num_nonzero - target
 
 
 @dataclass
@@ -582,13 +613,15 @@ class SnapshotTracker:
 
 @dataclass
 class PruneCheckpoint:
-    """What stage 1 needs to resume: the initial state, the tracker, epoch rows, its clock."""
+    """What stage 1 needs to resume: the initial state, the tracker, epoch rows, its clock,
+    and the factor its decay ramp has reached."""
 
     initial: dict[str, torch.Tensor] = field(repr=False)
     tracker: SnapshotTracker
     rows: list[dict[str, float]] = field(default_factory=list)
     epoch: int = 0  # epochs finished
     seconds: float = 0.0
+    decay_scale: float = 1.0
 
 
 def mean_threshold(embedding: PrunableEmbedding) -> float:
@@ -610,8 +643,9 @@ def prune(
 
     After every optimizer step the exact non-zero count goes to a :class:`SnapshotTracker`,
     which keeps the masks the first time the count is at or below a target; the stage ends at
-    the step that reaches the last. Targets still unreached after ``config.epochs`` epochs are
-    completed by magnitude pruning of the effective weights (``source="magnitude"``).
+    the step that reaches the last. After each epoch that :func:`stalled`, the tables' decay is
+    multiplied by ``config.decay_ramp``. Targets still unreached after ``config.epochs`` epochs
+    are completed by magnitude pruning of the effective weights (``source="magnitude"``).
     """
     embedding = model.embedding
     if not isinstance(embedding, PrunableEmbedding):
@@ -642,8 +676,10 @@ def prune(
             if tracker.done:
                 break
             began = time.perf_counter()
+            first = tracker.steps[-1]
+            on_epoch_step = functools.partial(on_step, epoch)
             losses = _run_epoch(
-                model, optimizer, data, config, epoch, epoch, functools.partial(on_step, epoch)
+                model, optimizer, data, config, epoch, epoch, on_epoch_step, state.decay_scale
             )
             state.seconds += time.perf_counter() - began
             last = tracker.steps[-1]
@@ -653,9 +689,12 @@ def prune(
                     **losses,
                     "num_nonzero": last.num_nonzero,
                     "threshold": last.threshold,
+                    "decay_scale": state.decay_scale,
                     "seconds": state.seconds,
                 }
             )
+            if not tracker.done and stalled(first, last, tracker.pending[0]):
+                state.decay_scale *= config.decay_ramp
             state.epoch = epoch + 1
             epochs.set_postfix({"nonzero": last.num_nonzero, "targets_left": len(tracker.pending)})
             _save(checkpoint, model, optimizer, state)

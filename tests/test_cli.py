@@ -91,6 +91,7 @@ def test_train_help_shows_the_dataclass_defaults(capsys) -> None:
         f"(default: {TrainConfig.threshold_lr})" in text
     )
     assert f"the authors' form) (default: {TrainConfig.threshold_schedule})" in text
+    assert f"(1: a fixed decay) (default: {TrainConfig.decay_ramp})" in text
     assert f"positive pairs per step (default: {TrainConfig.batch_size})" in text
 
 

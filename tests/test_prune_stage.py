@@ -21,6 +21,7 @@ from cerp_core.train import (
     early_stopping,
     prune,
     retrain,
+    stalled,
 )
 
 CHANCE = math.log(2)
@@ -258,9 +259,31 @@ def test_stage_one_decay_is_a_loss_of_the_table_until_rewound() -> None:
         table.tables["Q"].weight.copy_(torch.tensor([[3.0, 0.0], [0.0, 0.0]]))
     loss = table.pruning_loss(torch.zeros(1, 2), epoch=0.0)
     assert loss.item() == pytest.approx(0.5 * 0.1 * (1 + 4 + 1 + 9) / 2)  # 2 rows per table
+    ramped = table.pruning_loss(torch.zeros(1, 2), epoch=0.0, decay_scale=8.0)
+    assert ramped.item() == pytest.approx(8 * loss.item())
     loss.backward()
     assert table.tables["P"].weight.grad.flatten().tolist() == pytest.approx([0.05, 0.1, 0, -0.05])
     table.rewind(table.current_masks())
     assert table.pruning_loss(torch.zeros(1, 2), epoch=0.0).item() == 0
     with pytest.raises(ValueError, match="pruning_l2 must be a finite number >= 0"):
         PEPEmbedding(4, 2, pruning_l2=-1.0)
+
+
+def at(num_nonzero: int, threshold: float) -> PruneStep:
+    return PruneStep(0, 0, num_nonzero, 0.5, threshold)
+
+
+def test_an_epoch_stalls_when_settled_thresholds_prune_too_slowly_for_the_target() -> None:
+    """Settled: the mean raw threshold moved < 0.01; too slowly: less than a tenth of the way
+    to the next target in the epoch."""
+    assert stalled(at(5_000, -0.030), at(4_950, -0.025), target=4_000)  # 50 * 10 < 950
+    assert not stalled(at(5_000, -0.030), at(4_900, -0.025), target=4_000)  # 100 * 10 >= 900
+    assert not stalled(at(5_000, -0.50), at(4_990, -0.40), target=4_000)  # thresholds rising
+    assert not stalled(at(5_000, math.nan), at(5_000, math.nan), target=4_000)  # no thresholds
+
+
+def test_the_decay_ramp_is_a_factor_of_at_least_one() -> None:
+    assert TrainConfig(decay_ramp=1.0).decay_ramp == 1.0  # a fixed decay
+    for bad in (0.5, math.nan, math.inf):
+        with pytest.raises(ValueError, match="decay_ramp must be a finite number >= 1"):
+            TrainConfig(decay_ramp=bad)

@@ -143,11 +143,13 @@ class CERPEmbedding(PrunableEmbedding):
             self.tables["P"].effective(rows_p), self.tables["Q"].effective(rows_q), self.combine
         )
 
-    def pruning_loss(self, embeddings: torch.Tensor, epoch: float) -> torch.Tensor:
+    def pruning_loss(
+        self, embeddings: torch.Tensor, epoch: float, decay_scale: float = 1.0
+    ) -> torch.Tensor:
         """``-gamma_0 * decay**epoch * mean_rows sum_k tanh(K * E)**2`` over the batch's
         composed layer-0 embeddings ``E`` (the official code's users, once each, and items),
         plus the stage-1 decay; ``epoch`` may be fractional. Zero once rewound."""
-        decay = super().pruning_loss(embeddings, epoch)
+        decay = super().pruning_loss(embeddings, epoch, decay_scale)
         if self.rewound or self.regularizer_weight == 0:
             return decay
         gamma = self.regularizer_weight * self.regularizer_decay**epoch

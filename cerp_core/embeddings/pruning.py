@@ -246,14 +246,17 @@ class PrunableEmbedding(CompactEmbedding):
         """Raw thresholds, for their own optimizer group (inert after :meth:`rewind`)."""
         return list(self.thresholds().values())
 
-    def pruning_loss(self, embeddings: torch.Tensor, epoch: float) -> torch.Tensor:
+    def pruning_loss(
+        self, embeddings: torch.Tensor, epoch: float, decay_scale: float = 1.0
+    ) -> torch.Tensor:
         """Extra stage-1 loss on the batch's composed embeddings at ``epoch`` (fractional:
-        training samples seen / training set size): here ``0.5 * pruning_l2 * sum(W^2) / rows``
-        over every array; zero once rewound."""
+        training samples seen / training set size): here ``0.5 * pruning_l2 * decay_scale *
+        sum(W^2) / rows`` over every array (``decay_scale``: stage 1's ramp, see
+        :func:`~cerp_core.train.stalled`); zero once rewound."""
         if self.rewound or self.pruning_l2 == 0:
             return embeddings.new_zeros(())
         squares = sum(t.weight.square().sum() / t.weight.shape[0] for t in self.tables.values())
-        return 0.5 * self.pruning_l2 * squares
+        return 0.5 * self.pruning_l2 * decay_scale * squares
 
     def memory(self) -> MemoryReport:
         sizes = [
