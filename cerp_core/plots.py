@@ -313,6 +313,10 @@ X_LABELS = {
 }
 
 
+DODGE = 1.025
+"""Factor between neighbouring methods' x positions in :func:`plot_budget_curves`."""
+
+
 def plot_budget_curves(
     table: pd.DataFrame,
     metrics: Sequence[str] = ("recall@20", "ndcg@20"),
@@ -323,10 +327,12 @@ def plot_budget_curves(
     indices or mask, as ``memory()`` reports), log x, one line per method: the mean over seeds,
     with error bars of one standard deviation where there are several seeds.
 
-    Methods with a fixed budget (the full table, popularity) are horizontal reference lines with
-    their value written beside each panel: the full table from ``full`` (metric -> value) if
-    given, else from its rows, and popularity from its rows. One panel per metric; each panel's
-    y axis starts at 0; one legend below the panels, so that it hides no line.
+    Each method's points are shifted along x by a factor of :data:`DODGE` from the next one's
+    (centred on the true sizes, which the ticks mark), so that close results at one budget stay
+    apart. Methods with a fixed budget (the full table, popularity) are horizontal reference
+    lines with their value written beside each panel: the full table from ``full`` (metric ->
+    value) if given, else from its rows, and popularity from its rows. One panel per metric;
+    each panel's y axis starts at 0; one legend below the panels, so that it hides no line.
     """
     if x not in X_LABELS:
         raise ValueError(f"x must be one of {list(X_LABELS)}, got {x!r}")
@@ -343,11 +349,14 @@ def plot_budget_curves(
     if full is not None:
         references["full"] = dict(full)
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.4 * len(metrics), 4.0), squeeze=False)
+    drawn = method_order(grouped["method"].unique())
     for ax, metric in zip(axes[0], metrics, strict=False):
-        for method in method_order(grouped["method"].unique()):
+        for position, method in enumerate(drawn):
             rows = grouped[grouped["method"] == method].sort_values(x)
             spread = rows[f"{metric}_std"]
-            ax.errorbar(rows[x], rows[metric], yerr=spread if spread.notna().any() else None,
+            shift = DODGE ** (position - (len(drawn) - 1) / 2)
+            ax.errorbar(rows[x] * shift, rows[metric],
+                        yerr=spread if spread.notna().any() else None,
                         capsize=2.5, **method_style(method))  # fmt: skip
         for method in method_order(list(references)):
             if metric in references[method]:

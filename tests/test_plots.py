@@ -152,6 +152,21 @@ def test_budget_curves_use_log_x_and_full_reference() -> None:
     plt.close(fig)
 
 
+def test_budget_curves_keep_equal_results_apart() -> None:
+    """Two methods with the same accuracy at the same sizes are drawn side by side, centred on
+    the true sizes, not on top of each other."""
+    table = budget_table().replace({"method": {"pep": "qr"}})
+    table.loc[table["method"] == "qr", "recall@20"] = table.loc[
+        table["method"] == "cerp", "recall@20"
+    ].to_numpy()
+    fig = plots.plot_budget_curves(table, metrics=("recall@20",))
+    xs = {c.get_label(): c.lines[0].get_xdata() for c in fig.axes[0].containers}
+    plt.close(fig)
+    assert xs["QR trick"][0] != pytest.approx(xs["CERP"][0])
+    middle = np.exp(np.mean([np.log(x[0]) for x in xs.values()]))
+    assert middle == pytest.approx(50)  # the methods' shifts centre on the true size
+
+
 def test_budget_curves_in_bytes_with_error_bars_over_seeds() -> None:
     """Two seeds 0.02 apart give error bars of their standard deviation (0.02 / sqrt 2); x is
     the stored bytes when asked."""
@@ -162,7 +177,9 @@ def test_budget_curves_in_bytes_with_error_bars_over_seeds() -> None:
     assert ax.get_xlabel().startswith("Stored embedding bytes")
     (cerp,) = [c for c in ax.containers if c.get_label() == "CERP"]
     line, _, (bars,) = cerp.lines
-    assert line.get_xdata().tolist() == [300, 600, 1500]  # 6 bytes per non-zero
+    order = plots.method_order(["hash", "cerp", "pep"])  # drawn in this order, dodged about 0
+    shift = plots.DODGE ** (order.index("cerp") - 1)
+    assert line.get_xdata() == pytest.approx([300 * shift, 600 * shift, 1500 * shift])  # 6 B each
     spans = [segment[1, 1] - segment[0, 1] for segment in bars.get_segments()]
     assert spans == pytest.approx([2 * 0.02 / np.sqrt(2)] * 3)
     plt.close(fig)
