@@ -14,16 +14,15 @@ import re
 import sys
 import tempfile
 import traceback
+import typing
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from cerp_core.embeddings import METHODS
 from cerp_core.experiment import (
-    PROTOCOLS,
     ExperimentConfig,
     protocol_replacements,
     run_experiment,
@@ -31,8 +30,7 @@ from cerp_core.experiment import (
 )
 from cerp_core.io import make_output_folder
 from cerp_core.io import write_text_atomic as write_atomic
-from cerp_core.models import MODELS
-from cerp_core.schema import YamlLoader
+from cerp_core.schema import YamlLoader, setting_fields
 from cerp_core.sweep import (
     BACKENDS,
     ResultStore,
@@ -44,7 +42,6 @@ from cerp_core.sweep import (
     run_sweep,
     stored_choices,
 )
-from cerp_core.train import THRESHOLD_SCHEDULES, TrainConfig
 
 if TYPE_CHECKING:  # pandas is imported when a command needs it (fast --help)
     import pandas as pd
@@ -61,65 +58,63 @@ def _option(text: str) -> tuple[str, Any]:
         raise argparse.ArgumentTypeError(f"{key}: cannot read the value {value!r}") from None
 
 
+def _optional(kind: type) -> Callable[[str], Any]:
+    """Argument type of an ``X | None`` field: ``none`` gives ``None``."""
+
+    def convert(text: str) -> Any:
+        return None if text.lower() == "none" else kind(text)
+
+    convert.__name__ = f"{kind.__name__} or none"  # argparse names it in "invalid ... value"
+    return convert
+
+
+def _flag_arguments(annotation: Any, default: Any) -> dict[str, Any]:
+    """The ``add_argument`` keywords that read a field of type ``annotation``."""
+    origin, parts = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is bool:
+        return {"action": argparse.BooleanOptionalAction, "default": default}
+    if origin is dict:
+        return {"type": _option, "action": "append", "default": [], "metavar": "KEY=VALUE"}
+    if origin is tuple:
+        return {"type": parts[0], "nargs": "+", "default": list(default)}
+    if type(None) in parts:
+        (kind,) = (part for part in parts if part is not type(None))
+        return {"type": _optional(kind), "default": default}
+    return {"type": annotation, "default": default}
+
+
+def _config_options(parser: argparse.ArgumentParser, cls: type, defaults: Any, prefix: str) -> None:
+    """One option per field of ``cls`` (nested configurations too), as its declaration says."""
+    for name, item, annotation in setting_fields(cls):
+        default = getattr(defaults, name)
+        if dataclasses.is_dataclass(annotation):
+            _config_options(parser, annotation, default, f"{prefix}{name}.")
+            continue
+        flag = item.metadata.get("flag")
+        if flag == "":
+            continue
+        flag = flag or f"--{name.replace('_', '-')}"
+        arguments = {"metavar": flag[2:].replace("-", "_").upper()}
+        arguments |= _flag_arguments(annotation, default)
+        if annotation is bool or item.metadata.get("choices"):
+            del arguments["metavar"]  # argparse shows the choices, or takes no value
+        parser.add_argument(
+            flag,
+            dest=f"{prefix}{name}",
+            choices=item.metadata.get("choices"),
+            help=item.metadata["help"],
+            **arguments,
+        )
+
+
 def _add_train_parser(commands: argparse._SubParsersAction) -> None:
-    experiment, training = ExperimentConfig(), TrainConfig()
     parser = commands.add_parser(
         "train",
         help="train and evaluate one configuration; writes metrics.json",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--dataset", default=experiment.dataset, help="name or folder")
-    parser.add_argument("--backbone", choices=list(MODELS), default=experiment.backbone)
-    parser.add_argument("--method", choices=list(METHODS), default=experiment.method)
-    parser.add_argument(
-        "--budget",
-        type=float,
-        nargs="+",
-        default=list(experiment.budgets),
-        help="stored share(s) of the full table; a pruning method serves several in one run",
-    )
-    parser.add_argument("--epochs", type=int, default=training.epochs,
-                        help="bound of each stage")  # fmt: skip
-    parser.add_argument("--seed", type=int, default=experiment.seed, help="seeds everything")
-    parser.add_argument("--device", default=experiment.device, help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--data-root", help="root of real data sets (default $CERP_DATA_DIR)")
-    parser.add_argument("--dim", type=int, default=experiment.dim, help="full table width")
-    parser.add_argument("--batch-size", type=int, default=training.batch_size,
-                        help="positive pairs per step")  # fmt: skip
-    parser.add_argument("--num-negatives", type=int, default=training.num_negatives,
-                        help="negatives per positive")  # fmt: skip
-    parser.add_argument("--lr", type=float, default=training.lr, help="Adam lr of the weights")
-    parser.add_argument("--threshold-lr", type=float, default=training.threshold_lr,
-                        help="Adam lr of pruning thresholds")  # fmt: skip
-    parser.add_argument("--threshold-schedule", choices=THRESHOLD_SCHEDULES,
-                        default=training.threshold_schedule,
-                        help="epoch: --threshold-lr per epoch of samples (batch-invariant); "
-                        "step: per optimizer step (the authors' form)")  # fmt: skip
-    parser.add_argument("--decay-ramp", type=float, default=training.decay_ramp,
-                        help="factor on the stage-1 decay after each epoch that stalls short "
-                        "of a target (1: a fixed decay)")  # fmt: skip
-    parser.add_argument(
-        "--embedding-option",
-        type=_option,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="option of the method's table, e.g. bucket_factor=4, regularizer_weight=1, "
-        "regularizer_decay=0.5, threshold_init=-8 (repeatable)",
-    )
-    parser.add_argument("--model-option", type=_option, action="append", default=[],
-                        metavar="KEY=VALUE", help="backbone option, e.g. num_layers=2")  # fmt: skip
-    parser.add_argument(
-        "--protocol",
-        choices=PROTOCOLS,
-        default=experiment.protocol,
-        help="paper: the authors' batching, optimizer and test-based selection (overrides "
-        "--batch-size, --num-negatives and --lr; see cerp_core.experiment)",
-    )
-    parser.add_argument("--valid-fraction", type=float, default=experiment.valid_fraction,
-                        help="share of each user's training items held out")  # fmt: skip
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _config_options(parser, ExperimentConfig, ExperimentConfig(), "")
 
 
 def _claim_folder(out: Path, key: str, config: ExperimentConfig) -> bool:
@@ -152,37 +147,30 @@ def _claim_folder(out: Path, key: str, config: ExperimentConfig) -> bool:
     return True
 
 
+def _config_values(args: argparse.Namespace, cls: type, prefix: str) -> dict[str, Any]:
+    """The keyword arguments of ``cls`` that the options of :func:`_config_options` hold."""
+    values: dict[str, Any] = {}
+    for name, _, annotation in setting_fields(cls):
+        if dataclasses.is_dataclass(annotation):
+            values[name] = annotation(**_config_values(args, annotation, f"{prefix}{name}."))
+        elif hasattr(args, f"{prefix}{name}"):
+            value = getattr(args, f"{prefix}{name}")
+            container = typing.get_origin(annotation)  # dict and tuple fields come as lists
+            values[name] = container(value) if container in (dict, tuple) else value
+    return values
+
+
 def experiment_config(args: argparse.Namespace) -> ExperimentConfig:
     """The configuration the ``train`` arguments describe (flags left out keep the defaults
-    of :class:`ExperimentConfig` and :class:`TrainConfig`)."""
-    config = ExperimentConfig(
-        dataset=args.dataset,
-        backbone=args.backbone,
-        method=args.method,
-        budgets=tuple(args.budget),
-        dim=args.dim,
-        seed=args.seed,
-        device=args.device,
-        data_root=args.data_root,
-        valid_fraction=args.valid_fraction,
-        train=TrainConfig(
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            num_negatives=args.num_negatives,
-            lr=args.lr,
-            threshold_lr=args.threshold_lr,
-            threshold_schedule=args.threshold_schedule,
-            decay_ramp=args.decay_ramp,
-            seed=args.seed,
-            progress=not args.no_progress,
-        ),
-        embedding_options=dict(args.embedding_option),
-        model_options=dict(args.model_option),
-    )
-    for path, applied, given in protocol_replacements(config, args.protocol):
+    of :class:`ExperimentConfig` and :class:`TrainConfig`); ``--seed`` also seeds training."""
+    setattr(args, "train.seed", args.seed)
+    values = _config_values(args, ExperimentConfig, "")
+    protocol = values.pop("protocol")
+    config = ExperimentConfig(**values)
+    for path, applied, given in protocol_replacements(config, protocol):
         print(f"note: --protocol paper sets {path.split('.')[-1]} to {applied}, not the {given} "
               "given", file=sys.stderr)  # fmt: skip
-    return with_protocol(config, args.protocol)
+    return with_protocol(config, protocol)
 
 
 def _train(args: argparse.Namespace) -> None:

@@ -30,7 +30,7 @@ import platform
 import subprocess
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,7 @@ from cerp_core.embeddings.base import MemoryReport, module_device
 from cerp_core.io import write_text_atomic
 from cerp_core.metrics import DEFAULT_KS, evaluate
 from cerp_core.models import MODELS, Popularity, Recommender, make_model
-from cerp_core.schema import STRICT, check_arguments, parse
+from cerp_core.schema import STRICT, check_arguments, parse, setting
 from cerp_core.train import (
     PruneResult,
     Snapshot,
@@ -107,22 +107,42 @@ class ExperimentConfig:
         eval_batch_size: Users scored at once by the evaluator.
     """
 
-    dataset: str = "synthetic"
-    backbone: str = "mf"
-    method: str = "cerp"
-    budgets: tuple[float, ...] = (0.1,)
-    dim: int = 64
-    protocol: str = "validation"
-    seed: int = 0
-    device: str = "cpu"
-    data_root: str | None = None
-    valid_fraction: float = 0.1
-    train: TrainConfig = field(default_factory=TrainConfig)
-    embedding_options: dict[str, Any] = field(default_factory=dict)
-    model_options: dict[str, Any] = field(default_factory=dict)
-    data_options: dict[str, Any] = field(default_factory=dict)
-    ks: tuple[int, ...] = DEFAULT_KS
-    eval_batch_size: int = 1024
+    dataset: str = setting("synthetic", help="name or folder")
+    backbone: str = setting("mf", choices=tuple(MODELS), help="the model on top of the table")
+    method: str = setting("cerp", choices=tuple(METHODS), help="the compact table")
+    budgets: tuple[float, ...] = setting(
+        (0.1,), flag="--budget",
+        help="stored share(s) of the full table; a pruning method serves several in one run",
+    )  # fmt: skip
+    dim: int = setting(64, help="full table width")
+    protocol: str = setting(
+        "validation", choices=PROTOCOLS,
+        help="paper: the authors' batching, optimizer and test-based selection (overrides "
+        "--batch-size, --num-negatives and --lr; see cerp_core.experiment)",
+    )  # fmt: skip
+    seed: int = setting(0, help="seeds everything")
+    device: str = setting("cpu", help="cpu, cuda, cuda:1, ...")
+    data_root: str | None = setting(
+        None, changes_results=False, help="root of real data sets (default $CERP_DATA_DIR)"
+    )
+    valid_fraction: float = setting(0.1, help="share of each user's training items held out")
+    train: TrainConfig = setting(factory=TrainConfig, flag="", help="optimisation settings")
+    embedding_options: dict[str, Any] = setting(
+        factory=dict, flag="--embedding-option",
+        help="option of the method's table, e.g. bucket_factor=4, regularizer_weight=1, "
+        "regularizer_decay=0.5, threshold_init=-8 (repeatable)",
+    )  # fmt: skip
+    model_options: dict[str, Any] = setting(
+        factory=dict, flag="--model-option", help="backbone option, e.g. num_layers=2 (repeatable)"
+    )
+    data_options: dict[str, Any] = setting(
+        factory=dict, flag="--data-option",
+        help="option of the data set, e.g. num_users=500 for synthetic (repeatable)",
+    )  # fmt: skip
+    ks: tuple[int, ...] = setting(DEFAULT_KS, help="cut-offs of Recall@k and NDCG@k")
+    eval_batch_size: int = setting(
+        1024, changes_results=False, help="users scored at once by the evaluator"
+    )
 
     __pydantic_config__ = STRICT
 

@@ -7,6 +7,11 @@ a type that does not match (``"32"`` for an int, ``true`` for a float), an unkno
 its ``__post_init__`` refuses, each raises :class:`ConfigError` naming the key's path
 (``train.lr``). Lists become tuples and ints floats where the annotation says so; nothing else
 is converted.
+
+Each field of a run is declared once, with :func:`setting`: its default, the line its command-line
+option shows and whether it changes results. The ``train`` command's options
+(:func:`setting_fields`), the run key and the columns of ``results.csv`` (:func:`results_part`)
+are derived from those declarations.
 """
 
 from __future__ import annotations
@@ -15,8 +20,8 @@ import dataclasses
 import inspect
 import json
 import re
-from collections.abc import Callable, Collection, Mapping
-from typing import Any, TypeVar, get_type_hints
+from collections.abc import Callable, Collection, Iterator, Mapping
+from typing import Any, NamedTuple, TypeVar, get_type_hints
 
 import yaml
 from pydantic import TypeAdapter, ValidationError
@@ -25,6 +30,61 @@ T = TypeVar("T")
 
 STRICT = {"extra": "forbid"}
 """``__pydantic_config__`` of every schema dataclass: unknown keys are refused."""
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,
+    factory: Callable[[], Any] | None = None,
+    flag: str | None = None,
+    choices: tuple[str, ...] | None = None,
+    changes_results: bool = True,
+) -> Any:
+    """A field of a run's configuration, declared once.
+
+    Args:
+        default: The default value (``factory`` instead for a mutable one).
+        help: One line for the command-line option.
+        factory: Builds the default (a dict, a nested configuration).
+        flag: The ``train`` command's option (default ``--<name>`` with dashes); ``""``: none.
+        choices: The values the option accepts.
+        changes_results: ``False`` for a field that leaves every number alone (where the data
+            lives, progress bars): it stays out of the run key and of ``results.csv``, so
+            changing it reuses stored results.
+    """
+    metadata = {"help": help, "flag": flag, "choices": choices, "changes_results": changes_results}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+class SettingField(NamedTuple):
+    """One field of a schema dataclass: its name, declaration and type."""
+
+    name: str
+    field: dataclasses.Field[Any]
+    annotation: Any
+
+
+def setting_fields(cls: type) -> Iterator[SettingField]:
+    """The fields of the dataclass ``cls`` with their resolved types, in order."""
+    hints = get_type_hints(cls)
+    for item in dataclasses.fields(cls):
+        yield SettingField(item.name, item, hints[item.name])
+
+
+def results_part(values: Mapping[str, Any], cls: type) -> dict[str, Any]:
+    """``values`` (a ``cls`` as :func:`dataclasses.asdict` gives it, or as a run file stored it)
+    without the fields that do not change results; nested configurations are filtered too, and
+    keys that ``cls`` does not declare are kept."""
+    kept = dict(values)
+    for name, item, annotation in setting_fields(cls):
+        if not item.metadata.get("changes_results", True):
+            kept.pop(name, None)
+        elif dataclasses.is_dataclass(annotation) and isinstance(kept.get(name), Mapping):
+            kept[name] = results_part(kept[name], annotation)
+    return kept
 
 
 class ConfigError(ValueError):

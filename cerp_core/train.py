@@ -30,7 +30,7 @@ from cerp_core.data import Interactions
 from cerp_core.embeddings import PrunableEmbedding
 from cerp_core.io import load_checkpoint, save_torch_atomic
 from cerp_core.models import Recommender
-from cerp_core.schema import STRICT
+from cerp_core.schema import STRICT, setting
 
 Validate = Callable[[Recommender], dict[str, float]]
 
@@ -80,23 +80,31 @@ class TrainConfig:
         progress: Show tqdm progress bars.
     """
 
-    epochs: int = 30
-    batch_size: int = 1024
-    num_negatives: int = 1
-    resample_negatives: bool = True
-    lr: float = 1e-2
-    weight_decay: float = 0.0
-    threshold_lr: float | None = 1.0
-    threshold_schedule: str = "epoch"
-    threshold_weight_decay: float = 1e-5
-    decay_ramp: float = 2.0
-    l2: float = 1e-4
-    grad_clip: float | None = None
-    eval_every: int = 1
-    patience: int = 5
-    selection_metric: str = "ndcg@20"
-    seed: int = 0
-    progress: bool = True
+    epochs: int = setting(30, help="bound of each stage")
+    batch_size: int = setting(1024, help="positive pairs per step")
+    num_negatives: int = setting(1, help="negatives per positive")
+    resample_negatives: bool = setting(True, help="draw fresh negatives every epoch")
+    lr: float = setting(1e-2, help="Adam lr of the weights")
+    weight_decay: float = setting(0.0, help="Adam weight decay of the weights")
+    threshold_lr: float | None = setting(1.0, help="Adam lr of pruning thresholds")
+    threshold_schedule: str = setting(
+        "epoch",
+        choices=THRESHOLD_SCHEDULES,
+        help="epoch: --threshold-lr per epoch of samples (batch-invariant); step: per optimizer "
+        "step (the authors' form)",
+    )
+    threshold_weight_decay: float = setting(1e-5, help="Adam weight decay of pruning thresholds")
+    decay_ramp: float = setting(
+        2.0, help="factor on the stage-1 decay after each epoch that stalls short of a target "
+        "(1: a fixed decay)"
+    )  # fmt: skip
+    l2: float = setting(1e-4, help="weight of the L2 penalty on the batch's layer-0 embeddings")
+    grad_clip: float | None = setting(None, help="max gradient norm (none: no clipping)")
+    eval_every: int = setting(1, help="epochs between validations")
+    patience: int = setting(5, help="validations without progress before a stage stops")
+    selection_metric: str = setting("ndcg@20", help="metric that selects the best epoch")
+    seed: int = setting(0, flag="", help="seeds sampling and shuffling (set by --seed)")
+    progress: bool = setting(True, changes_results=False, help="show progress bars")
 
     __pydantic_config__ = STRICT
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import yaml
 from cerp_core.cli import main
 from cerp_core.embeddings import METHODS
 from cerp_core.experiment import ExperimentConfig
+from cerp_core.schema import parse
 from cerp_core.sweep import (
     ResultStore,
     StoreBusyError,
@@ -28,6 +30,7 @@ from cerp_core.sweep import (
     run_key,
     run_sweep,
 )
+from cerp_core.sweep.store import _config_columns
 
 REPO = Path(__file__).resolve().parents[1]
 TINY: dict[str, Any] = {
@@ -204,6 +207,34 @@ def test_run_key_ignores_what_does_not_change_results() -> None:
     assert run_key(other_lr) != run_key(config)
     assert run_key(dataclasses.replace(config, seed=1)) != run_key(config)
     assert run_key(ExperimentConfig()) != run_key(config)
+
+
+def test_committed_runs_keep_their_keys() -> None:
+    """The key is derived from the fields' declarations; every committed run written under the
+    current schema (its stored configuration is exactly what the schema gives back) still has the
+    key it was stored under, so redesigns reuse stored results."""
+    checked = 0
+    for path in sorted(REPO.glob("results/**/runs/*.json")):
+        stored = json.loads(path.read_text())
+        config = parse(ExperimentConfig, stored["config"])
+        if json.loads(json.dumps(dataclasses.asdict(config))) != stored["config"]:
+            continue  # written under an older schema (a field added since)
+        assert run_key(config) == stored["key"] == path.stem, path
+        checked += 1
+    assert checked >= 8  # at least the converged headline's tuning runs
+
+
+def test_results_columns_are_the_fields_that_change_results() -> None:
+    config = dataclasses.asdict(SweepConfig.from_dict(TINY).runs()[0].config)
+    columns = _config_columns(json.loads(json.dumps(config)))
+    assert columns["train.lr"] == config["train"]["lr"] and columns["device"] == "cpu"
+    assert (
+        columns["run_budgets"] == json.dumps(config["budgets"])
+        and columns["ks"] == "[5, 10, 20, 50]"
+    )
+    assert columns["model_options"] == json.dumps(config["model_options"], sort_keys=True)
+    left_out = {"data_root", "eval_batch_size", "train.progress", "method", "budgets"}
+    assert not left_out & set(columns)
 
 
 # ----------------------------------------------------------------------------- store

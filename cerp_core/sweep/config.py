@@ -24,14 +24,11 @@ from cerp_core.experiment import (
     protocol_replacements,
     with_protocol,
 )
-from cerp_core.schema import STRICT, ConfigError, YamlLoader, field_names, parse
+from cerp_core.schema import STRICT, ConfigError, YamlLoader, field_names, parse, results_part
 from cerp_core.train import TrainConfig
 
 FULL_BUDGET = 1.0
 TUNING_FOLDER = "tuning"
-KEY_IGNORED = ("data_root", "eval_batch_size")
-"""Fields of :class:`ExperimentConfig` that do not change a result (nor does ``train.progress``),
-so they stay out of the run key: moving the data or the batch of the evaluator reuses results."""
 
 Record = dict[str, Any]
 Choice = dict[str, Any]
@@ -380,10 +377,7 @@ class SweepRun:
 
 def run_key(config: ExperimentConfig) -> str:
     """16 hex digits of the SHA-256 of the canonical JSON of everything that changes results."""
-    values = dataclasses.asdict(config)
-    for name in KEY_IGNORED:
-        del values[name]
-    del values["train"]["progress"]
+    values = results_part(dataclasses.asdict(config), ExperimentConfig)
     canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

@@ -14,8 +14,10 @@ from typing import Any
 import pandas as pd
 from filelock import FileLock, Timeout
 
+from cerp_core.experiment import ExperimentConfig
 from cerp_core.io import make_output_folder
 from cerp_core.io import write_text_atomic as write_atomic
+from cerp_core.schema import results_part
 from cerp_core.sweep.config import Record, SweepRun, row_key
 
 
@@ -34,15 +36,20 @@ def _json_value(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+RECORD_FIELDS = ("dataset", "backbone", "method", "seed", "dim", "protocol")
+"""Fields of a run that its records already carry as columns of their own."""
+
+
 def _config_columns(config: Mapping[str, Any]) -> Record:
-    """The configuration fields that a result record does not already carry, flattened."""
-    columns = {f"train.{name}": value for name, value in config["train"].items()}
-    del columns["train.progress"]
-    for name in ("valid_fraction", "data_root", "eval_batch_size"):
-        columns[name] = config[name]
-    for name in ("data_options", "embedding_options", "model_options", "ks"):
-        columns[name] = json.dumps(config[name], sort_keys=True)
-    columns["run_budgets"] = json.dumps(config["budgets"])
+    """The run's fields that change results and that a record does not carry, flattened
+    (``train.lr``; mappings and lists as JSON; ``budgets`` as ``run_budgets``)."""
+    values = results_part(config, ExperimentConfig)
+    columns = {f"train.{name}": value for name, value in values.pop("train", {}).items()}
+    values["run_budgets"] = values.pop("budgets")
+    for name, value in values.items():
+        if name not in RECORD_FIELDS:
+            is_json = isinstance(value, Mapping | list)
+            columns[name] = json.dumps(value, sort_keys=True) if is_json else value
     return columns
 
 
