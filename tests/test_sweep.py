@@ -143,6 +143,12 @@ BAD_CONFIGS = [
     ),
     ("methods: [full]\ntune: {full: {train.lr: [-1.0]}}\ntune_budget: 0.1", "with {'train.lr'"),
     ("methods: [full\nseeds: [0]", "not valid YAML"),
+    ("methods: [full, cerp]\ntune_with: {cerp: full}", "tune_with: given without a tune grid"),
+    (
+        "methods: [full, cerp, hash]\ntune: {full: {train.lr: [0.1]}, hash: {train.lr: [0.1]}}"
+        "\ntune_budget: 0.1\ntune_with: {cerp: pep}",
+        "tune_with.cerp: expected a trained method of the sweep without a grid of its own",
+    ),
 ]
 
 
@@ -466,6 +472,28 @@ def test_tuning_picks_on_validation_and_fixes_the_choice_for_every_budget_and_se
     assert (len(result.done), len(result.skipped)) == (5, 1)
     again = run_sweep(config, tmp_path, runner=scored_runner, progress=False)
     assert (len(again.done), len(again.skipped)) == (0, 6)
+
+
+def test_an_ablation_takes_its_methods_tuned_values(tmp_path: Path) -> None:
+    """``tune_with``: cerp-noreg runs no grid of its own and trains with CERP's chosen point."""
+    config = SweepConfig.from_dict(
+        {
+            "methods": ["full", "cerp", "cerp-noreg"],
+            "budgets": [0.1],
+            "tune": {
+                "full": {"train.lr": [0.01, 0.1]},
+                "cerp": {"embedding.bucket_factor": [2, 4]},
+            },
+            "tune_budget": 0.1,
+            "tune_with": {"cerp-noreg": "cerp"},
+        }
+    )
+    assert {r.config.method for r in config.tuning_runs()} == {"full", "cerp"}
+    result = run_sweep(config, tmp_path, runner=scored_runner, progress=False)
+    assert ("synthetic", "mf", "cerp-noreg") not in result.chosen
+    table = pd.read_csv(tmp_path / "results.csv").set_index("method")
+    assert table.loc["cerp-noreg", "tuned"] == table.loc["cerp", "tuned"]
+    assert table.loc["cerp-noreg", "tuned"] == '{"embedding.bucket_factor": 4}'
 
 
 def test_a_sweep_with_failed_runs_exits_nonzero_and_names_them(

@@ -102,6 +102,9 @@ class SweepConfig:
             ``tune_budget`` with the first seed; the best by validation
             (``valid_<selection_metric>``) is then fixed for all budgets and seeds.
         tune_budget: The budget of the grid search, one of ``budgets``.
+        tune_with: Trained methods that take another method's tuned values instead of a grid of
+            their own (``{"cerp-noreg": "cerp"}``): an ablation that differs from its method in
+            one thing only, and costs no tuning runs.
         prune_each_budget: Give every budget of a pruning method its own run (its table sized
             for that budget alone) instead of one pruning run that snapshots all budgets.
     """
@@ -117,6 +120,7 @@ class SweepConfig:
     model_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     tune: dict[str, dict[str, tuple[Any, ...]]] = field(default_factory=dict)
     tune_budget: float | None = None
+    tune_with: dict[str, str] = field(default_factory=dict)
     prune_each_budget: bool = False
 
     __pydantic_config__ = STRICT
@@ -147,11 +151,19 @@ class SweepConfig:
     def _check_tuning(self) -> None:
         """Every trained method gets a grid of the same size, searched at one budget."""
         if not self.tune:
-            if self.tune_budget is not None:
-                raise SweepConfigError("tune_budget: given without a tune grid")
+            for name in ("tune_budget", "tune_with"):
+                if getattr(self, name):
+                    raise SweepConfigError(f"{name}: given without a tune grid")
             return
         trained = [m for m in self.methods if METHODS[m].build is not None]
-        missing = sorted(set(trained) - set(self.tune))
+        for method, source in self.tune_with.items():
+            if method not in trained or method in self.tune or source not in self.tune:
+                raise SweepConfigError(
+                    f"tune_with.{method}: expected a trained method of the sweep without a grid "
+                    f"of its own, taking the values of a method with one ({sorted(self.tune)}), "
+                    f"got {method}: {source}"
+                )
+        missing = sorted(set(trained) - set(self.tune) - set(self.tune_with))
         extra = sorted(set(self.tune) - set(trained))
         if missing or extra:
             raise SweepConfigError(
@@ -332,7 +344,8 @@ class SweepConfig:
         for dataset, backbone, seed, method in itertools.product(
             self.datasets, self.backbones, self.seeds, self.methods
         ):
-            choice = (chosen or {}).get((dataset, backbone, method), {})
+            tuned_as = self.tune_with.get(method, method)
+            choice = (chosen or {}).get((dataset, backbone, tuned_as), {})
             for budgets in self.budget_groups(method):
                 runs.append(self._run(dataset, backbone, method, budgets, seed, choice))
         return runs
