@@ -108,8 +108,8 @@ class ExperimentConfig:
     """
 
     dataset: str = setting("synthetic", help="name or folder")
-    backbone: str = setting("mf", choices=tuple(MODELS), help="the model on top of the table")
-    method: str = setting("cerp", choices=tuple(METHODS), help="the compact table")
+    backbone: str = setting("mf", choices=MODELS, help="the model on top of the table")
+    method: str = setting("cerp", choices=METHODS, help="the compact table")
     budgets: tuple[float, ...] = setting(
         (0.1,), flag="--budget",
         help="stored share(s) of the full table; a pruning method serves several in one run",

@@ -38,7 +38,7 @@ def setting(
     help: str,
     factory: Callable[[], Any] | None = None,
     flag: str | None = None,
-    choices: tuple[str, ...] | None = None,
+    choices: Collection[str] | None = None,
     changes_results: bool = True,
 ) -> Any:
     """A field of a run's configuration, declared once.
@@ -48,7 +48,7 @@ def setting(
         help: One line for the command-line option.
         factory: Builds the default (a dict, a nested configuration).
         flag: The ``train`` command's option (default ``--<name>`` with dashes); ``""``: none.
-        choices: The values the option accepts.
+        choices: The values the option accepts (a registry, read when the parser is built).
         changes_results: ``False`` for a field that leaves every number alone (where the data
             lives, progress bars): it stays out of the run key and of ``results.csv``, so
             changing it reuses stored results.

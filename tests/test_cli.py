@@ -19,6 +19,7 @@ REQUIRED = {
 }  # fmt: skip
 
 
+@pytest.mark.slow
 def test_train_writes_metrics_json(tmp_path: Path) -> None:
     out = tmp_path / "run"
     code = main(
@@ -45,6 +46,7 @@ def test_train_writes_metrics_json(tmp_path: Path) -> None:
     assert config["train"]["threshold_lr"] == 0.05
 
 
+@pytest.mark.slow
 def test_another_configuration_never_overwrites_a_result(tmp_path: Path, capsys) -> None:
     """A second configuration in the same --out is refused (exit 2), the first result stays;
     the same configuration resumes from its checkpoints and gives the same numbers."""
@@ -119,6 +121,7 @@ def test_train_help_shows_the_dataclass_defaults(capsys) -> None:
         (["--embedding-option", "oops"], "expected KEY=VALUE, got 'oops'"),
     ],
 )
+@pytest.mark.slow
 def test_bad_arguments_get_one_line_and_nonzero_exit(
     tmp_path: Path, arguments: list[str], message: str
 ) -> None:
@@ -131,6 +134,7 @@ def test_bad_arguments_get_one_line_and_nonzero_exit(
     assert len(result.stderr.strip().splitlines()[-1]) < 400
 
 
+@pytest.mark.slow
 def test_report_writes_tables_and_figures(tmp_path: Path) -> None:
 
     rows = [
@@ -177,6 +181,7 @@ def test_report_writes_tables_and_figures(tmp_path: Path) -> None:
     assert not (without_full / "relative_accuracy.csv").exists()
 
 
+@pytest.mark.slow
 def test_report_selects_one_sweeps_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Two sweeps in one folder differ only in lr: averaging them as seeds is refused, and
     ``--config`` reports the runs of one sweep."""

@@ -222,6 +222,7 @@ def test_cerp_b1000_keeps_the_papers_buckets_and_prunes_only_below_its_size():
 
 @pytest.mark.parametrize("method", ["pep", "cerp"])
 @pytest.mark.parametrize(("n", "d"), [(5000, 32), (1_000_000, 16), (2_000_000, 8)])
+@pytest.mark.slow
 def test_initial_thresholds_prune_at_most_a_quarter_at_any_size(method, n, d):
     """A fixed -6 pruned every entry of tables with ~1M rows (Xavier bound < sigmoid(-6))."""
     torch.manual_seed(0)

@@ -18,6 +18,7 @@ from papermill import inspect_notebook
 
 from cerp_core.cli import build_parser, main
 
+pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 TINY_DATA = {"synthetic": {"num_users": 150, "num_items": 200}}
 TINY_PAPER_DATA = {"synthetic": {"num_users": 50, "num_items": 80}}  # batches of 10: many steps

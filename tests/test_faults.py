@@ -21,6 +21,7 @@ def metrics(out: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize("damage", [b"", b"\x00garbage", None])
+@pytest.mark.slow
 def test_an_unreadable_checkpoint_is_set_aside_and_the_stage_reruns(
     tmp_path: Path, damage: bytes | None, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -120,6 +121,7 @@ def test_report_on_a_folder_whose_runs_all_failed(
     assert "holds no finished run" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_report_rebuilds_its_table_from_the_runs_and_names_damaged_files(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -158,6 +160,7 @@ def test_report_on_a_bare_damaged_table_names_file_and_line(
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_refused_run_leaves_its_folder_to_the_corrected_command(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -132,6 +132,7 @@ def random_split(
 
 @pytest.mark.filterwarnings("ignore:unsafe cast")  # numba, compiling ranx
 @pytest.mark.parametrize("use_exclude", [False, True])
+@pytest.mark.slow
 def test_matches_ranx(use_exclude: bool) -> None:
     ranx = pytest.importorskip("ranx")
     scores, train, valid, test = random_split(40, 30, seed=1)

@@ -23,6 +23,7 @@ from cerp_core.experiment import ExperimentConfig, run_experiment
 from cerp_core.notebooks import NOTEBOOK_DIR, load_parameters, notebook_paths, run_notebooks
 from cerp_core.train import TrainConfig
 
+pytestmark = pytest.mark.notebook
 TINY_DATA = {"num_users": 150, "num_items": 250}
 NUM_ENTITIES = TINY_DATA["num_users"] + TINY_DATA["num_items"]
 DIM = 8

@@ -131,6 +131,7 @@ def test_figure_has_labelled_axes(name: str) -> None:
         plt.close(fig)
 
 
+@pytest.mark.slow
 def test_save_figure_writes_png_and_pdf(tmp_path: Path) -> None:
     fig = plots.plot_budget_curves(budget_table())
     paths = plots.save_figure(fig, "budget", tmp_path / "figures")

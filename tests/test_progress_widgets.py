@@ -10,8 +10,10 @@ from __future__ import annotations
 import html
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
+pytestmark = pytest.mark.notebook
 RUN = """
 from cerp_core.experiment import ExperimentConfig, run_experiment
 from cerp_core.train import TrainConfig

@@ -152,6 +152,7 @@ BEFORE_REBUILD = {
 
 
 @pytest.mark.parametrize(("backbone", "method"), list(BEFORE_REBUILD))
+@pytest.mark.slow
 def test_the_rebuilt_stage_gives_the_numbers_of_the_old_one(
     data: Interactions, backbone: str, method: str
 ) -> None:
@@ -176,6 +177,7 @@ def test_the_rebuilt_stage_gives_the_numbers_of_the_old_one(
     assert pruned.history["bpr_loss"].tolist() == pytest.approx(losses, rel=1e-3)
 
 
+@pytest.mark.slow
 def test_stage_one_checkpoint_resumes_to_the_same_snapshots(
     data: Interactions, tmp_path: Path
 ) -> None:

@@ -310,6 +310,7 @@ def test_store_keeps_other_sweeps_rows(tmp_path: Path) -> None:
     assert sorted(ResultStore(tmp_path).table()["seed"]) == [0, 1]
 
 
+@pytest.mark.slow
 def test_one_sweep_at_a_time_per_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A second writer is refused while another process holds the folder; the lock dies with
     its holder, even when the holder is killed."""
@@ -367,6 +368,7 @@ run_sweep(SweepConfig.from_yaml(Path(sys.argv[1])), sys.argv[2])
 """
 
 
+@pytest.mark.slow
 def test_resume_after_kill(
     tmp_path: Path, reference: pd.DataFrame, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -412,6 +414,7 @@ def test_resume_after_kill(
     pd.testing.assert_frame_equal(compared(table), compared(reference))
 
 
+@pytest.mark.slow
 def test_ray_backend_matches_local(tmp_path: Path, reference: pd.DataFrame) -> None:
     result = run_sweep(
         SweepConfig.from_dict(TINY), tmp_path, backend="ray", workers=2, progress=False
@@ -526,6 +529,7 @@ def test_a_sweep_with_failed_runs_exits_nonzero_and_names_them(
     assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 0  # retried, stored
 
 
+@pytest.mark.slow
 def test_budgets_a_method_cannot_meet_are_rows_that_say_why(tmp_path: Path) -> None:
     """lowdim at d = 16 needs a budget of at least 1/16; CERP with b = 1000 tables (32,000
     parameters, 0.4 of the 5,000 x 16 table) cannot be pruned to 0.5. Both are kept as rows

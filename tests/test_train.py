@@ -207,6 +207,7 @@ def notebook_data() -> Interactions:
     [("cerp", "mf", False), ("cerp", "lightgcn", False), ("pep", "lightgcn", False),
      ("pep", "mf", True)],
 )  # fmt: skip
+@pytest.mark.slow
 def test_with_the_defaults_the_thresholds_take_the_snapshots(
     notebook_data: Interactions, method: str, backbone: str, ramped: bool
 ) -> None:
