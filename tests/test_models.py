@@ -57,10 +57,10 @@ def test_shapes(name: str, device: str) -> None:
     model = build(name, device)
     users, items = USERS.to(device), ITEMS.to(device)
     assert model(users, items).shape == (3, 2)
-    assert model.score_users(users).shape == (3, NUM_ITEMS)
+    assert model.scorer()(users).shape == (3, NUM_ITEMS)
     ids = torch.cat([users, items.reshape(-1) + NUM_USERS])
     expected = model.embedding.weight[ids]  # users once per row, then the items: layer 0
-    torch.testing.assert_close(model.regularization_embeddings(users, items), expected)
+    torch.testing.assert_close(model.score_batch(users, items)[1], expected)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -71,7 +71,7 @@ def test_score_users_equals_forward_on_all_items(name: str, device: str) -> None
     all_items = torch.arange(NUM_ITEMS, device=device).expand(NUM_USERS, -1)
     with torch.no_grad():
         expected = model(users, all_items)
-        torch.testing.assert_close(model.score_users(users), expected)
+        torch.testing.assert_close(model.scorer()(users), expected)
 
 
 def test_mlp_scorer_chunks_agree() -> None:
@@ -79,10 +79,10 @@ def test_mlp_scorer_chunks_agree() -> None:
     warm_up_batchnorm(model, "cpu")
     users = torch.arange(NUM_USERS)
     with torch.no_grad():
-        whole = model.score_users(users)
+        whole = model.scorer()(users)
         model.chunk_elements = 1  # one user per chunk
-        torch.testing.assert_close(model.score_users(users), whole)
-        assert model.score_users(users[:0]).shape == (0, NUM_ITEMS)
+        torch.testing.assert_close(model.scorer()(users), whole)
+        assert model.scorer()(users[:0]).shape == (0, NUM_ITEMS)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -163,7 +163,7 @@ def test_lightgcn_propagation_by_hand() -> None:
     final = (table + adjacency @ table + adjacency @ adjacency @ table) / 3
     expected = final[:NUM_USERS] @ final[NUM_USERS:].T
     with torch.no_grad():
-        scores = model.score_users(torch.arange(NUM_USERS)).double()
+        scores = model.scorer()(torch.arange(NUM_USERS)).double()
     torch.testing.assert_close(scores, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -172,7 +172,7 @@ def test_lightgcn_without_layers_is_mf(device: str) -> None:
     mf = MF(lightgcn.embedding, NUM_USERS, NUM_ITEMS)
     users, items = USERS.to(device), ITEMS.to(device)
     torch.testing.assert_close(lightgcn(users, items), mf(users, items))
-    torch.testing.assert_close(lightgcn.score_users(users), mf.score_users(users))
+    torch.testing.assert_close(lightgcn.scorer()(users), mf.scorer()(users))
 
 
 def test_lightgcn_propagates_once_per_call(device: str) -> None:
@@ -295,7 +295,7 @@ def test_mlp_input_normalisation(device: str) -> None:
     torch.testing.assert_close(inputs[0], expected)
     assert torch.isfinite(scores).all()
     model.eval()
-    assert torch.isfinite(model.score_users(users)).all()
+    assert torch.isfinite(model.scorer()(users)).all()
 
 
 def test_mlp_layers_follow_the_paper() -> None:

@@ -183,7 +183,7 @@ def test_one_epoch_on_gowalla_beats_popularity(real_data_root: Path) -> None:
     popularity = torch.tensor(gowalla.item_popularity(), dtype=torch.float32).repeat(2000, 1)
     sub = slice(0, 2000)
     baseline = ranking_metrics(popularity, gowalla.train[sub], gowalla.valid[sub], ks=(20,))
-    learnt = ranking_metrics(model.score_users(users).detach(), gowalla.train[sub],
+    learnt = ranking_metrics(model.scorer()(users).detach(), gowalla.train[sub],
                              gowalla.valid[sub], ks=(20,))  # fmt: skip
     assert result.history["bpr_loss"].iloc[0] < 0.69  # below log(2): it learnt in one epoch
     assert learnt["recall@20"] > baseline["recall@20"]

@@ -82,14 +82,5 @@ class Recommender(nn.Module):
         """
         raise NotImplementedError  # pragma: no cover - interface
 
-    def score_users(self, users: torch.Tensor) -> torch.Tensor:
-        """Scores of ``users[n]`` for every item, ``[n, num_items]``."""
-        return self.scorer()(users)
-
-    def regularization_embeddings(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Layer-0 (table) embeddings of a batch, ``[B + B * k, output_dim]`` (see
-        :meth:`score_batch`)."""
-        return self.embedding(self.batch_ids(users, items))
-
     def extra_repr(self) -> str:
         return f"num_users={self.num_users}, num_items={self.num_items}"
