@@ -387,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       "--num-negatives or --batch-size", file=sys.stderr)  # fmt: skip
                 return 2
             return _internal_failure(error)
-        except Exception as error:  # noqa: BLE001 - a bug: summarised here, traceback kept
+        except Exception as error:  # noqa: BLE001 - a bug: summarized here, traceback kept
             return _internal_failure(error)
     return 0
 

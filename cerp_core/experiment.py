@@ -95,11 +95,11 @@ class ExperimentConfig:
         dim: Width ``d`` of the full table.
         protocol: ``"validation"`` or ``"paper"`` (see the module docstring); a paper
             configuration comes from :func:`paper_protocol`.
-        seed: Seeds data splits, initialisation and sampling.
+        seed: Seeds data splits, initialization and sampling.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         data_root: Root of the real data sets (default ``$CERP_DATA_DIR``).
         valid_fraction: Share of each user's training items used for validation.
-        train: Optimisation settings; ``epochs`` bounds each stage.
+        train: Optimization settings; ``epochs`` bounds each stage.
         embedding_options: Extra arguments of ``make_embedding`` (e.g. ``threshold_init``).
         model_options: Extra arguments of the backbone (e.g. ``num_layers``).
         data_options: Extra arguments of ``load_dataset`` (e.g. synthetic sizes).
@@ -126,7 +126,7 @@ class ExperimentConfig:
         None, changes_results=False, help="root of real data sets (default $CERP_DATA_DIR)"
     )
     valid_fraction: float = setting(0.1, help="share of each user's training items held out")
-    train: TrainConfig = setting(factory=TrainConfig, flag="", help="optimisation settings")
+    train: TrainConfig = setting(factory=TrainConfig, flag="", help="optimization settings")
     embedding_options: dict[str, Any] = setting(
         factory=dict, flag="--embedding-option",
         help="option of the method's table, e.g. bucket_factor=4, regularizer_weight=1, "
@@ -351,7 +351,7 @@ def _identity(config: ExperimentConfig, data: Interactions, budget: float) -> di
 @functools.cache
 def cpu_description() -> str:
     """What decides the last bits of a CPU result besides the code: the architecture, the CPU's
-    vendor and torch's vector instruction set (``"x86_64 AuthenticAMD AVX512"``); vectorised
+    vendor and torch's vector instruction set (``"x86_64 AuthenticAMD AVX512"``); vectorized
     kernels round differently on other kinds of CPU."""
     cpuinfo = Path("/proc/cpuinfo")
     lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []

@@ -2,7 +2,7 @@
 
 Each ``plot_*`` function takes arrays or DataFrames and returns a matplotlib ``Figure`` with
 labelled axes (units in brackets), a legend where several series share an axis, seaborn's
-colour-blind-safe palette, and markers / line styles that also tell series apart in grey-scale
+color-blind-safe palette, and markers / line styles that also tell series apart in grey-scale
 print. :func:`save_figure` writes a PNG (150 dpi) and a vector PDF of a figure.
 
 The numbers behind the figures of trained tables (entity sizes, thresholds, mask counts, P/Q
@@ -47,7 +47,7 @@ METRIC_LABELS = {
 
 
 def use_style() -> None:
-    """The notebooks' look: white grid, colour-blind palette, print-sized fonts."""
+    """The notebooks' look: white grid, color-blind palette, print-sized fonts."""
     sns.set_theme(context="notebook", style="whitegrid", palette=PALETTE, font_scale=0.9)
     plt.rcParams.update({"figure.dpi": 100, "savefig.bbox": "tight", "pdf.fonttype": 42})
 
@@ -58,15 +58,15 @@ def method_label(method: str) -> str:
 
 
 def method_style(method: str) -> dict[str, Any]:
-    """Colour, marker, line style and label of a method from the registry
+    """Color, marker, line style and label of a method from the registry
     (:data:`cerp_core.embeddings.METHODS`), the same in every figure; an unregistered method
     is drawn in black with its name."""
     if method not in METHODS:
         return {"color": "black", "marker": ".", "linestyle": "-", "label": method}
     slot, marker, linestyle = METHODS[method].style
-    colour = sns.color_palette(PALETTE, 10)[slot]
+    color = sns.color_palette(PALETTE, 10)[slot]
     return {
-        "color": colour,
+        "color": color,
         "marker": marker,
         "linestyle": linestyle,
         "label": method_label(method),
@@ -167,17 +167,17 @@ def plot_user_activity(
     fig, ax = plt.subplots(figsize=(6, 3.4))
     top = max(max(int(v.max(initial=1)), 1) for v in series.values())
     bins = np.unique(np.logspace(0, math.log10(top + 1), 30).round())
-    colours = sns.color_palette(PALETTE, len(series))
-    for (name, values), colour, hatch in zip(series.items(), colours, ("", "//"), strict=False):
+    colors = sns.color_palette(PALETTE, len(series))
+    for (name, values), color, hatch in zip(series.items(), colors, ("", "//"), strict=False):
         ax.hist(
             values[values > 0],
             bins=bins,
-            color=colour,
+            color=color,
             alpha=0.6,
             hatch=hatch,
             label=f"{name} (median {np.median(values):.0f})",
         )
-        ax.axvline(np.median(values), color=colour, linestyle="--", linewidth=1.2)
+        ax.axvline(np.median(values), color=color, linestyle="--", linewidth=1.2)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set(
@@ -205,8 +205,8 @@ def plot_composition_grid(num_users: int, num_items: int, bucket_size: int) -> F
     per_row = math.ceil(num_entities / bucket_size)
     grid = np.zeros((bucket_size, max(per_row, int(rows_q.max()) + 1)))
     grid[rows_p, rows_q] = np.where(ids.numpy() < num_users, 1, 2)
-    colours = sns.color_palette(PALETTE, 3)
-    cmap = ListedColormap([(1, 1, 1), colours[0], colours[1]])
+    colors = sns.color_palette(PALETTE, 3)
+    cmap = ListedColormap([(1, 1, 1), colors[0], colors[1]])
     fig, ax = plt.subplots(figsize=(1.2 + 0.45 * grid.shape[1], 1.0 + 0.32 * bucket_size))
     ax.imshow(grid, cmap=cmap, vmin=0, vmax=2, aspect="auto")
     if num_entities <= 400:
@@ -230,8 +230,8 @@ def plot_composition_grid(num_users: int, num_items: int, bucket_size: int) -> F
     )
     ax.legend(
         handles=[
-            Patch(color=colours[0], label="user"),
-            Patch(color=colours[1], label="item"),
+            Patch(color=colors[0], label="user"),
+            Patch(color=colors[1], label="item"),
             Patch(facecolor="white", edgecolor="grey", label="unused pair"),
         ],
         loc="upper left",
@@ -252,9 +252,9 @@ def plot_sparsity_curve(
     the snapshots taken as ``(step, num_nonzero)`` markers; ``stored`` marks the tables' size."""
     curves = {"stage 1": steps} if isinstance(steps, pd.DataFrame) else dict(steps)
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    colours = sns.color_palette(PALETTE, len(curves) + 2)
-    for (name, frame), colour, style in zip(curves.items(), colours, LINESTYLES, strict=False):
-        ax.plot(frame["step"], frame["num_nonzero"], color=colour, linestyle=style, label=name)
+    colors = sns.color_palette(PALETTE, len(curves) + 2)
+    for (name, frame), color, style in zip(curves.items(), colors, LINESTYLES, strict=False):
+        ax.plot(frame["step"], frame["num_nonzero"], color=color, linestyle=style, label=name)
     for i, target in enumerate(targets):
         ax.axhline(
             target, color="grey", linestyle="--", linewidth=1, label="targets" if i == 0 else None
@@ -270,7 +270,7 @@ def plot_sparsity_curve(
             marker="o",
             s=40,
             zorder=3,
-            color=colours[-1],
+            color=colors[-1],
             edgecolor="black",
             label="snapshots",
         )
@@ -293,10 +293,10 @@ def plot_training_curves(
     """``metric`` per epoch for each labelled training run (``ylabel`` default: validation
     ``metric``; pass one for a loss such as stage 1's ``bpr_loss``)."""
     fig, ax = plt.subplots(figsize=(6, 3.4))
-    colours = sns.color_palette(PALETTE, len(histories))
-    for (name, frame), colour, marker in zip(histories.items(), colours, MARKERS, strict=False):
+    colors = sns.color_palette(PALETTE, len(histories))
+    for (name, frame), color, marker in zip(histories.items(), colors, MARKERS, strict=False):
         if metric in frame:
-            ax.plot(frame["epoch"], frame[metric], color=colour, marker=marker, label=name)
+            ax.plot(frame["epoch"], frame[metric], color=color, marker=marker, label=name)
     ylabel = ylabel or f"Validation {_metric_label(metric)}"
     ax.set(xlabel="Epoch", ylabel=ylabel, title="Training progress")
     ax.legend(fontsize="small")
@@ -397,8 +397,8 @@ def plot_mask_heatmap(masks: Mapping[str, ArrayLike], max_rows: int = 200) -> Fi
     evenly spaced over the table, so that a table indexed by entity blocks (CERP's ``Q``) shows
     users and items alike."""
     arrays = _mask_arrays(masks)
-    colours = sns.color_palette(PALETTE, 1)
-    cmap = ListedColormap([(0.95, 0.95, 0.95), colours[0]])
+    colors = sns.color_palette(PALETTE, 1)
+    cmap = ListedColormap([(0.95, 0.95, 0.95), colors[0]])
     fig, axes = plt.subplots(1, len(arrays), figsize=(3.4 * len(arrays) + 0.6, 4.4), squeeze=False)
     for ax, (name, mask) in zip(axes[0], arrays.items(), strict=False):
         shown = min(max_rows, len(mask))
@@ -415,7 +415,7 @@ def plot_mask_heatmap(masks: Mapping[str, ArrayLike], max_rows: int = 200) -> Fi
         )
     fig.legend(
         handles=[
-            Patch(color=colours[0], label="kept (non-zero)"),
+            Patch(color=colors[0], label="kept (non-zero)"),
             Patch(facecolor=(0.95, 0.95, 0.95), edgecolor="grey", label="pruned (zero)"),
         ],
         loc="upper center",
@@ -431,17 +431,17 @@ def plot_nonzeros_per_row_and_dim(masks: Mapping[str, ArrayLike]) -> Figure:
     """Distribution of non-zeros per table row, and non-zero rows per dimension, per table."""
     counts = nonzero_counts(masks)
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
-    colours = sns.color_palette(PALETTE, len(counts))
+    colors = sns.color_palette(PALETTE, len(counts))
     width = max(len(c["per_dim"]) for c in counts.values())
     bins = np.arange(-0.5, width + 1.5, max(1, (width + 1) // 32))
-    for (name, count), colour, hatch, marker in zip(
-        counts.items(), colours, ("", "//", "..", "xx"), MARKERS, strict=False
+    for (name, count), color, hatch, marker in zip(
+        counts.items(), colors, ("", "//", "..", "xx"), MARKERS, strict=False
     ):
-        left.hist(count["per_row"], bins=bins, color=colour, alpha=0.6, hatch=hatch, label=name)
+        left.hist(count["per_row"], bins=bins, color=color, alpha=0.6, hatch=hatch, label=name)
         right.plot(
             np.arange(len(count["per_dim"])),
             count["per_dim"],
-            color=colour,
+            color=color,
             marker=marker,
             markersize=3,
             label=name,
@@ -564,15 +564,15 @@ def plot_complementarity(stats: pd.DataFrame) -> Figure:
     fig, (left, right) = plt.subplots(
         1, 2, figsize=(10, 1.6 + 0.7 * len(stats)), gridspec_kw={"width_ratios": [3, 1.6]}
     )
-    colours = sns.color_palette(PALETTE, len(categories))
+    colors = sns.color_palette(PALETTE, len(categories))
     start = np.zeros(len(stats))
     labels = [str(i) for i in stats.index]
-    for (column, label), colour, hatch in zip(
-        categories.items(), colours, ("", "//", "..", "xx"), strict=False
+    for (column, label), color, hatch in zip(
+        categories.items(), colors, ("", "//", "..", "xx"), strict=False
     ):
         values = stats[column].to_numpy() * 100
         left.barh(
-            labels, values, left=start, color=colour, hatch=hatch, label=label, edgecolor="white"
+            labels, values, left=start, color=color, hatch=hatch, label=label, edgecolor="white"
         )
         start += values
     left.set(

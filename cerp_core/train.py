@@ -42,7 +42,7 @@ THRESHOLD_SCHEDULES = ("epoch", "step")
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings of one training stage.
+    """Optimization settings of one training stage.
 
     Args:
         epochs: Upper bound on epochs of the stage (pruning stops earlier once every target
@@ -191,7 +191,7 @@ def sample_negatives(
 ) -> np.ndarray:
     """Uniform items ``[len(users), num_negatives]``, none of them a training positive.
 
-    Vectorised rejection sampling: draw all, look the (user, item) keys up in the sorted keys
+    Vectorized rejection sampling: draw all, look the (user, item) keys up in the sorted keys
     of the training matrix, redraw only the collisions.
     """
     if not train.has_canonical_format:  # the key lookup needs sorted, unique indices per row
@@ -513,7 +513,7 @@ LEARNT_WINDOW = 50
 """Stage-1 steps whose mean BPR loss tells whether the model has learnt when a mask is taken."""
 LEARNT_MARGIN = 0.005
 """A mean BPR loss within this share of chance (``k ln 2`` for ``k`` negatives) has learnt
-nothing: masks chosen then reflect the initialisation, not the data."""
+nothing: masks chosen then reflect the initialization, not the data."""
 
 
 def recent_losses(losses: list[float]) -> list[float]:
@@ -544,7 +544,7 @@ with settled thresholds, the epoch has :func:`stalled`."""
 
 @dataclass
 class PruneStep:
-    """What stage 1 reads after one optimizer step (step 0: the initialisation)."""
+    """What stage 1 reads after one optimizer step (step 0: the initialization)."""
 
     step: int
     epoch: int
@@ -578,7 +578,7 @@ class SnapshotTracker:
     Args:
         pending: Targets not reached yet, descending.
         chance: BPR loss of a model that learnt nothing (``k ln 2``).
-        steps: Every step so far, the initialisation first.
+        steps: Every step so far, the initialization first.
         snapshots: The snapshots taken, largest target first.
     """
 

@@ -41,7 +41,7 @@ def test_registry_names_every_method():
     assert {name for name, m in METHODS.items() if m.reference} == {"popularity", "full", "lowdim"}
     labels = [m.label for m in METHODS.values()]
     assert len(set(labels)) == len(labels)
-    # each compact method has its own colour; the reference rows share grey shades
+    # each compact method has its own color; the reference rows share grey shades
     compact = [m.style for m in METHODS.values() if not m.reference]
     assert len({style[0] for style in compact}) == len(compact)
 

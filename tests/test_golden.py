@@ -1,7 +1,7 @@
 """Results stay bit-identical across refactorings: tiny runs of every backbone and of each kind of
 table are compared, field by field and to the last bit, with records committed before.
 
-Bit-identity holds on one kind of CPU: vectorised kernels (tanh, sparse products) round
+Bit-identity holds on one kind of CPU: vectorized kernels (tanh, sparse products) round
 differently on others, so the file records the machine that wrote it, and elsewhere the
 numbers are compared to 2% (relative) and the counts to 1% instead: the MLP's matrix products
 round differently with AVX2 and AVX-512, and 150 users turn that into metrics 1.5% apart (the

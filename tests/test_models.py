@@ -1,4 +1,4 @@
-"""Backbones: shapes, scoring paths that must agree, LightGCN's graph, the MLP's normalisation."""
+"""Backbones: shapes, scoring paths that must agree, LightGCN's graph, the MLP's normalization."""
 
 from __future__ import annotations
 
@@ -271,7 +271,7 @@ def test_lightgcn_training_step_is_seeded_and_repeatable() -> None:
     assert torch.equal(runs[0], runs[1])
 
 
-def test_mlp_input_normalisation(device: str) -> None:
+def test_mlp_input_normalization(device: str) -> None:
     """The tower sees ``[e_u ; e_i] / nnz([e_u ; e_i])``; an all-zero pair stays finite (0)."""
     model = build("mlp", device)
     with torch.no_grad():

@@ -169,7 +169,7 @@ def test_the_rebuilt_stage_gives_the_numbers_of_the_old_one(
     assert [(s.target, s.num_nonzero, s.step, s.source) for s in pruned.snapshots] == snapshots
     epochs = [pruned.epoch_of(s) for s in pruned.snapshots]  # 27 steps an epoch; magnitude: 8
     assert epochs == [1 + (s[2] - 1) // 27 if s[2] else 8 for s in snapshots]
-    # The pins come from the machine of commit 0f70111; on other CPUs rounding in vectorised kernels
+    # The pins come from the machine of commit 0f70111; on other CPUs rounding in vectorized kernels
     # (CERP's tanh) differs in the last bits and the final count by a few entries (2,826 and
     # 4,556 against 2,828 and 4,549 on an AMD AVX-512 one): counts within 0.5%, losses 1e-3.
     assert len(pruned.steps) == 217

@@ -231,7 +231,7 @@ def test_with_the_defaults_the_thresholds_take_the_snapshots(
 
 def test_a_snapshot_before_the_model_learnt_is_refused(data: Interactions) -> None:
     """Thresholds that rise in a few steps reach the target while BPR is still at chance; the
-    mask would reflect the initialisation, so stage 1 stops with an error instead."""
+    mask would reflect the initialization, so stage 1 stops with an error instead."""
     model = fresh_model(data, "pep", 0.5, pruning_l2=0.0)
     with pytest.raises(ValueError, match=r"learnt nothing by step \d+ \(target \d+\).*chance is "
                                          r"0\.6931"):  # fmt: skip
@@ -242,7 +242,7 @@ def test_stage_one_records_the_bpr_loss_of_every_step(data: Interactions) -> Non
     model = fresh_model(data, "pep", 0.5, pruning_l2=0.0)
     pruned = prune(model, data, quick(epochs=2))
     steps = pruned.steps
-    assert math.isnan(steps["bpr_loss"].iloc[0])  # step 0 is the initialisation
+    assert math.isnan(steps["bpr_loss"].iloc[0])  # step 0 is the initialization
     assert steps["bpr_loss"].iloc[1] == pytest.approx(math.log(2), abs=0.01)
     per_epoch = steps.iloc[1:].groupby("epoch")["bpr_loss"].mean()
     assert per_epoch.to_numpy() == pytest.approx(pruned.history["bpr_loss"].to_numpy())

@@ -1,7 +1,7 @@
 """Reader of the LightGCN text format: one line per user, ``uid item item ...``.
 
 Ids are separated by any run of spaces and tabs; lines end in ``\\n`` or ``\\r\\n``. Parsing is
-vectorised over the file's bytes (Gowalla's 810k interactions parse in well under a second) and
+vectorized over the file's bytes (Gowalla's 810k interactions parse in well under a second) and
 strict: every problem is reported with the file and the 1-based line number.
 
 The id space is ``0..max id`` of users and of items, taken over train and test, so it must be

@@ -74,7 +74,7 @@ def bitmask_bytes(entries: int, nnz: int) -> int:
 
 
 def init_table(rows: int, cols: int, init: Init = "normal", std: float = 0.1) -> torch.Tensor:
-    """A freshly initialised ``[rows, cols]`` float32 table (on the CPU; move the module after).
+    """A freshly initialized ``[rows, cols]`` float32 table (on the CPU; move the module after).
 
     ``"normal"`` draws N(0, std^2) (LightGCN's choice); ``"xavier_uniform"`` draws
     U(-a, a) with ``a = sqrt(6 / (rows + cols))`` (the choice of the PEP and CERP code).

@@ -80,7 +80,7 @@ tables: with 0.1 no target was reached, with 0.5 LightGCN's stage 1 collapsed be
 ``results/pruning-schedule-synthetic/pep-decay.jsonl``)."""
 
 INITIAL_PRUNED_SHARE = 0.25
-"""At most this share of a Xavier-initialised table is pruned at step 0 (see
+"""At most this share of a Xavier-initialized table is pruned at step 0 (see
 :func:`threshold_init_for`)."""
 
 
@@ -294,7 +294,7 @@ class Method:
         fixed_budget: The one budget the method runs at whatever the sweep's budgets (``1.0``
             for the full table, ``0.0`` for popularity, which stores nothing); ``None`` for
             methods that run at every budget below 1.
-        style: Figure style: a slot of seaborn's colour-blind palette, a marker, a line style.
+        style: Figure style: a slot of seaborn's color-blind palette, a marker, a line style.
         table: The class ``build`` returns (its arguments are the method's options).
         solver_options: Options ``build`` takes itself to size the table, with their types
             (``{"bucket_factor": float}``).

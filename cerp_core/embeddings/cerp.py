@@ -92,7 +92,7 @@ class CERPEmbedding(PrunableEmbedding):
             samples, continuously. (default: ``0.5``)
         regularizer_sharpness: ``K``; ``tanh(K x)^2`` is a smooth indicator of ``x != 0``.
             (default: ``100.0``)
-        init: Initialisation of ``P`` and ``Q``: ``"xavier_uniform"`` (the pruning code) or
+        init: Initialization of ``P`` and ``Q``: ``"xavier_uniform"`` (the pruning code) or
             ``"normal"`` with std 0.1 (the LightGCN variant's). (default: ``"xavier_uniform"``)
         pruning_l2: Stage-1 decay of ``P`` and ``Q`` (see :class:`PrunableEmbedding`; the
             authors' Adam decays every parameter by 1e-5). (default: ``0.0``)

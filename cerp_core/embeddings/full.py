@@ -19,7 +19,7 @@ class FullEmbedding(DenseEmbedding):
     Args:
         num_entities: Number of ids ``N``.
         dim: Embedding width ``d``.
-        init_std: Standard deviation of the normal initialisation, LightGCN's choice.
+        init_std: Standard deviation of the normal initialization, LightGCN's choice.
             (default: ``0.1``)
     """
 

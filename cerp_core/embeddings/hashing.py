@@ -32,7 +32,7 @@ class HashEmbedding(DenseEmbedding):
         seed: Seed of the hash constants ``a, c``; ``None`` draws them from torch's global
             generator, so ``torch.manual_seed`` fixes the hash as it fixes the weights.
             (default: ``None``)
-        init_std: Standard deviation of the normal initialisation. (default: ``0.1``)
+        init_std: Standard deviation of the normal initialization. (default: ``0.1``)
     """
 
     def __init__(

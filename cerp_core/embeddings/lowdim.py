@@ -23,7 +23,7 @@ class LowDimEmbedding(DenseEmbedding):
         num_entities: Number of ids ``N``.
         dim: Width ``d`` of the full table the budget refers to.
         width: Width ``w`` of the stored table (``1 <= w <= d``).
-        init_std: Standard deviation of the normal initialisation. (default: ``0.1``)
+        init_std: Standard deviation of the normal initialization. (default: ``0.1``)
     """
 
     def __init__(self, num_entities: int, dim: int, width: int, init_std: float = 0.1) -> None:

@@ -27,7 +27,7 @@ class MagnitudePrunedEmbedding(PrunableEmbedding):
         num_entities: Number of ids ``N``.
         dim: Embedding width ``d``.
         targets: Non-zero counts to prune to. (default: ``()``)
-        init_std: Standard deviation of the normal initialisation, as for
+        init_std: Standard deviation of the normal initialization, as for
             :class:`~cerp_core.embeddings.FullEmbedding`. (default: ``0.1``)
     """
 

@@ -25,7 +25,7 @@ class PEPEmbedding(PrunableEmbedding):
 
     Defaults follow the authors' code (``ssui-liu/learnable-embed-sizes-for-RecSys``,
     ``models/pep_embedding.py`` and ``train_ml-1m.py``): Xavier-uniform table, element-wise
-    ("feature_dim") thresholds initialised to ``-15``. Pruning starts once ``sigma(S)`` reaches
+    ("feature_dim") thresholds initialized to ``-15``. Pruning starts once ``sigma(S)`` reaches
     the entries' magnitude, i.e. after roughly ``(logit(|w|) - threshold_init) / lr`` Adam
     steps when weight decay drives the thresholds; :func:`~cerp_core.embeddings.make_embedding`
     uses a faster suite default.
@@ -38,7 +38,7 @@ class PEPEmbedding(PrunableEmbedding):
             ``"row-wise"`` (``N x 1``), ``"dimension-wise"`` (``1 x d``) or ``"global"``.
             (default: ``"element-wise"``)
         threshold_init: Initial raw threshold; ``sigmoid(-15) = 3e-7``. (default: ``-15.0``)
-        init: Table initialisation, ``"xavier_uniform"`` or ``"normal"`` (std 0.1).
+        init: Table initialization, ``"xavier_uniform"`` or ``"normal"`` (std 0.1).
             (default: ``"xavier_uniform"``)
         pruning_l2: Stage-1 decay of the table (see :class:`PrunableEmbedding`).
             (default: ``0.0``)

@@ -41,7 +41,7 @@ class QREmbedding(DenseEmbedding):
         num_remainder_rows: Rows ``m`` of the remainder table (``1 <= m <= N``).
         combine: ``"mult"`` (element-wise product, the paper's default), ``"add"`` or
             ``"concat"``. (default: ``"mult"``)
-        init_std: Standard deviation of the composed entries at initialisation.
+        init_std: Standard deviation of the composed entries at initialization.
             (default: ``0.1``)
     """
 

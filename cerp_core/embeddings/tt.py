@@ -68,7 +68,7 @@ class TTEmbedding(DenseEmbedding):
 
     with ``r (n1 d1 + n3 d3) + r^2 n2 d2`` parameters. Cores are drawn from
     ``N(0, s^2)`` with ``s = (init_std / r)^{1/3}``, so that entries of the full table start with
-    standard deviation ``init_std``, as in TT-Rec's sampled-Gaussian initialisation.
+    standard deviation ``init_std``, as in TT-Rec's sampled-Gaussian initialization.
 
     Args:
         num_entities: Number of ids ``N``.

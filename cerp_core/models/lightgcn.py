@@ -14,7 +14,7 @@ from cerp_core.models.base import Recommender, Scorer
 
 
 def normalized_adjacency(train: sp.spmatrix) -> sp.csr_matrix:
-    r"""Symmetrically normalised adjacency of the user-item graph, without self-loops.
+    r"""Symmetrically normalized adjacency of the user-item graph, without self-loops.
 
     .. math::
         \hat{A} = D^{-1/2} A D^{-1/2}, \qquad
@@ -93,7 +93,7 @@ def propagate(adjacency: torch.Tensor, layer0: torch.Tensor, num_layers: int) ->
 class LightGCN(Recommender):
     r"""LightGCN: linear propagation of the table's embeddings over the interaction graph.
 
-    Each layer averages the neighbours' embeddings with symmetric normalisation (no feature
+    Each layer averages the neighbours' embeddings with symmetric normalization (no feature
     transforms, no non-linearities, no self-loops); the final embedding is the mean of all
     layers, and scores are inner products:
 

@@ -85,7 +85,7 @@ def _ray(
     """Runs as Ray tasks (one CPU each, one GPU for CUDA runs), collected as they finish.
 
     Connects to the cluster at ``address``, or starts a local instance with ``workers`` CPUs
-    (shut down at the end); an already initialised Ray is reused as it is. Cluster nodes need
+    (shut down at the end); an already initialized Ray is reused as it is. Cluster nodes need
     ``cerp-suite`` installed and the data sets under the same paths; a task keeps its
     checkpoints on the node that runs it.
     """

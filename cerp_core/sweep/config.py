@@ -87,7 +87,7 @@ class SweepConfig:
         budgets: Fractions of the full table, in ``(0, 1]``. ``1.0`` is the full model: method
             ``full`` runs once at 1.0 whatever the budgets, and no other method runs at 1.0
             (listing 1.0 therefore needs ``full`` among the methods).
-        seeds: One run per seed; the seed drives data splits, initialisation and sampling.
+        seeds: One run per seed; the seed drives data splits, initialization and sampling.
         base: Every other setting of a run (dimension, protocol, device, training, ...).
         data_options: Per data set, extra arguments of ``load_dataset``
             (``{"synthetic": {"num_users": 500}}``).

@@ -33,7 +33,7 @@ def _json_value(value: Any) -> Any:
     """JSON fallback for NumPy and torch scalars."""
     if hasattr(value, "item"):
         return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 RECORD_FIELDS = ("dataset", "backbone", "method", "seed", "dim", "protocol")
