@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from cerp_core.embeddings import FULL_MODEL, STUDIED
 from cerp_core.experiment import (
     ExperimentConfig,
     protocol_replacements,
@@ -319,17 +320,17 @@ def _report(args: argparse.Namespace) -> None:
     front = report.pareto_front(results)
     write_atomic(args.folder / "pareto_front.csv", front.to_csv(index=False))
     panels = results.groupby(["dataset", "backbone"])["method"].transform(
-        lambda methods: (methods == report.FULL_METHOD).any()
+        lambda methods: (methods == FULL_MODEL).any()
     )
     if panels.any():
         relative = report.relative_accuracy(results[panels])
         write_atomic(args.folder / "relative_accuracy.csv", relative.to_csv(index=False))
     if not panels.all():
         print("panels without a 'full' model: not in relative_accuracy.csv", file=sys.stderr)
-    if (results["method"] == "cerp").any():
-        versus = report.head_to_head(results, "cerp")
+    if (results["method"] == STUDIED).any():
+        versus = report.head_to_head(results, STUDIED)
         write_atomic(args.folder / "cerp_head_to_head.csv", versus.to_csv(index=False))
-        ranks = report.standings(results, "cerp")
+        ranks = report.standings(results, STUDIED)
         write_atomic(args.folder / "cerp_standings.csv", ranks.to_csv(index=False))
     if results.columns.str.startswith("pq_").any():
         composition = report.complementarity_table(results)

@@ -316,7 +316,7 @@ def build_model(config: ExperimentConfig, data: Interactions) -> Recommender:
 def infeasible_budgets(config: ExperimentConfig, num_entities: int) -> dict[float, str]:
     """The budgets of ``config`` its method cannot be built for, each with the reason (the
     solver's error: the smallest or largest feasible budget)."""
-    if METHODS[config.method].build is None:
+    if not METHODS[config.method].stores_table:
         return {}
     reasons = {}
     for budget in config.budgets:
@@ -434,7 +434,7 @@ def _train_and_test(
 ) -> ExperimentResult:
     """The training of :func:`run_experiment`, every budget of ``config`` feasible."""
     method = METHODS[config.method]
-    if method.build is None:  # a ranking that learns nothing: evaluated once, as it is
+    if not method.stores_table:  # a ranking that learns nothing: evaluated once, as it is
         ranker = Popularity(data.train).to(resolve_device(config.device))
         selection = selection_split(config, data)
         metrics = _validator(config, data)(ranker) if selection.nnz else {}

@@ -28,10 +28,26 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import EngFormatter, NullLocator
 
 from cerp_core.analysis import KIND_ORDER, ArrayLike, as_numpy, nonzero_counts
-from cerp_core.embeddings import METHODS
+from cerp_core.embeddings import FULL_MODEL, METHODS
 from cerp_core.embeddings.cerp import composition_indices
 
 PALETTE = "colorblind"
+LineStyle = str | tuple[int, tuple[int, ...]]
+STYLES: dict[str, tuple[int, str, LineStyle]] = {
+    "popularity": (7, "x", ":"),
+    "full": (7, "o", "-"),
+    "lowdim": (8, "v", "--"),
+    "hash": (1, "s", "--"),
+    "qr": (2, "^", "-."),
+    "tt": (3, "D", ":"),
+    "pep": (4, "P", (0, (5, 1))),
+    "magprune": (5, "X", (0, (3, 1, 1, 1))),
+    "cerp-noreg": (9, "*", (0, (1, 1))),
+    "cerp-b1000": (6, "*", "-."),
+    "cerp": (0, "*", "-"),
+}
+"""How each registered method is drawn in every figure: a slot of seaborn's color-blind palette,
+a marker and a line style (a method without an entry is drawn in black with its name)."""
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # series that are not methods (curves, masks)
 LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1)), (0, (1, 1)), "-")
 PROTOCOL_LABELS = {
@@ -58,12 +74,11 @@ def method_label(method: str) -> str:
 
 
 def method_style(method: str) -> dict[str, Any]:
-    """Color, marker, line style and label of a method from the registry
-    (:data:`cerp_core.embeddings.METHODS`), the same in every figure; an unregistered method
-    is drawn in black with its name."""
-    if method not in METHODS:
-        return {"color": "black", "marker": ".", "linestyle": "-", "label": method}
-    slot, marker, linestyle = METHODS[method].style
+    """Color, marker, line style and label of a method (:data:`STYLES`), the same in every
+    figure; a method without a style is drawn in black with its label."""
+    if method not in STYLES:
+        return {"color": "black", "marker": ".", "linestyle": "-", "label": method_label(method)}
+    slot, marker, linestyle = STYLES[method]
     color = sns.color_palette(PALETTE, 10)[slot]
     return {
         "color": color,
@@ -347,7 +362,7 @@ def plot_budget_curves(
     )
     references = {m: table.loc[table["method"] == m, list(metrics)].mean().to_dict() for m in fixed}
     if full is not None:
-        references["full"] = dict(full)
+        references[FULL_MODEL] = dict(full)
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.4 * len(metrics), 4.0), squeeze=False)
     drawn = method_order(grouped["method"].unique())
     for ax, metric in zip(axes[0], metrics, strict=False):
@@ -640,7 +655,7 @@ def plot_protocol_comparison(
     frame = table.sort_values(["dataset", "backbone", "method", "budget"]).copy()
     frame["configuration"] = [
         f"{r.dataset}\n{r.backbone}\n{method_label(r.method)}"
-        + ("" if r.method == "full" else f" {r.budget:g}")
+        + ("" if r.method == FULL_MODEL else f" {r.budget:g}")
         for r in frame.itertuples()
     ]
     order = list(dict.fromkeys(frame["configuration"]))
@@ -668,7 +683,7 @@ def plot_protocol_comparison(
         if references is not None and metric in references:
             for i, label in enumerate(order):
                 key = keys.loc[label]
-                if key["method"] != "full":
+                if key["method"] != FULL_MODEL:
                     continue
                 same = (references["dataset"] == key["dataset"]) & (
                     references["backbone"] == key["backbone"]

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from cerp_core.analysis import chance_exclusive
-from cerp_core.embeddings import METHODS
+from cerp_core.embeddings import FULL_MODEL, METHODS, POPULARITY, STUDIED
 
 METRICS = ("recall@20", "ndcg@20")
 PANEL = ["dataset", "backbone"]
@@ -25,8 +25,6 @@ GROUP = [*PANEL, "method", "budget"]
 SIZES = ("num_params", "param_fraction", "memory_bytes")
 INFEASIBLE = "infeasible"
 """A table cell whose method cannot meet the budget (the reason is in ``results.csv``)."""
-FULL_METHOD = "full"
-POPULARITY_METHOD = "popularity"
 BELOW_POPULARITY = " †"
 BOLD = re.compile(r"\*\*(.+?)\*\*")
 LATEX_SPECIALS = {c: "\\" + c for c in "&%$#_{}"} | {
@@ -138,7 +136,7 @@ def paper_table(
         floor = _popularity(summary, f"{metric}_mean")
         below = (
             mean.lt(pd.Series([floor.get(key[:-1], np.nan) for key in rows], index=rows), axis=0)
-            & ~np.isin(methods, [POPULARITY_METHOD])[:, None]
+            & ~np.isin(methods, [POPULARITY])[:, None]
         )
         for budget in order:
             pairs = zip(mean[budget], std[budget], infeasible[budget], strict=True)
@@ -156,7 +154,7 @@ def paper_table(
 
 def _popularity(summary: pd.DataFrame, column: str) -> dict[tuple[str, str], float]:
     """The popularity ranking's value of ``column`` per panel (none: no popularity row)."""
-    rows = summary[summary["method"] == POPULARITY_METHOD]
+    rows = summary[summary["method"] == POPULARITY]
     return {tuple(key): value for *key, value in rows[[*PANEL, column]].itertuples(index=False)}
 
 
@@ -283,12 +281,12 @@ def relative_accuracy(results: pd.DataFrame, metrics: Sequence[str] = METRICS) -
     own row is 1.0. Rows whose seed has no full model are dropped; a panel without any raises.
     """
     _require(results, [*GROUP, "seed", *metrics])
-    full = results[results["method"] == FULL_METHOD]
+    full = results[results["method"] == FULL_MODEL]
     panels = set(results[PANEL].itertuples(index=False, name=None))
     lacking = sorted(panels - set(full[PANEL].itertuples(index=False, name=None)))
     if lacking:
         names = ["/".join(panel) for panel in lacking]
-        raise ValueError(f"no '{FULL_METHOD}' model for {names}; add it to the sweep")
+        raise ValueError(f"no '{FULL_MODEL}' model for {names}; add it to the sweep")
     reference = full[[*PANEL, "seed", *metrics]].groupby([*PANEL, "seed"], as_index=False).mean()
     paired = results.merge(reference, on=[*PANEL, "seed"], suffixes=("", "_full"))
     relative = [f"relative_{metric}" for metric in metrics]
@@ -298,7 +296,7 @@ def relative_accuracy(results: pd.DataFrame, metrics: Sequence[str] = METRICS) -
 
 
 def head_to_head(
-    results: pd.DataFrame, method: str = "cerp", metric: str = "recall@20"
+    results: pd.DataFrame, method: str = STUDIED, metric: str = "recall@20"
 ) -> pd.DataFrame:
     """``method`` against every other method at each of its budgets, per panel.
 
@@ -341,7 +339,7 @@ def head_to_head(
 
 
 def standings(
-    results: pd.DataFrame, method: str = "cerp", metric: str = "recall@20"
+    results: pd.DataFrame, method: str = STUDIED, metric: str = "recall@20"
 ) -> pd.DataFrame:
     """Where ``method`` stands among the compact methods at each of its budgets, per panel.
 
@@ -375,8 +373,8 @@ def standings(
                 "seeds": int(own["seeds"].iloc[0]),
                 "rank": compact["method"].tolist().index(method) + 1,
                 "compact": len(compact),
-                POPULARITY_METHOD: reference.get(POPULARITY_METHOD, np.nan),
-                FULL_METHOD: reference.get(FULL_METHOD, np.nan),
+                POPULARITY: reference.get(POPULARITY, np.nan),
+                FULL_MODEL: reference.get(FULL_MODEL, np.nan),
                 "beyond_noise": bool(key in versus.index and versus.loc[key, "beyond_noise"]),
             }
         )

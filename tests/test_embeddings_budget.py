@@ -9,7 +9,10 @@ import pytest
 import torch
 
 from cerp_core.embeddings import (
+    FULL_MODEL,
     METHODS,
+    POPULARITY,
+    STUDIED,
     SUITE_THRESHOLD_INIT,
     CERPEmbedding,
     HashEmbedding,
@@ -41,9 +44,8 @@ def test_registry_names_every_method():
     assert {name for name, m in METHODS.items() if m.reference} == {"popularity", "full", "lowdim"}
     labels = [m.label for m in METHODS.values()]
     assert len(set(labels)) == len(labels)
-    # each compact method has its own color; the reference rows share grey shades
-    compact = [m.style for m in METHODS.values() if not m.reference]
-    assert len({style[0] for style in compact}) == len(compact)
+    assert (FULL_MODEL, POPULARITY, STUDIED) == ("full", "popularity", "cerp")
+    assert [name for name, m in METHODS.items() if not m.stores_table] == ["popularity"]
 
 
 def test_lowdim_is_a_narrower_full_table():
@@ -242,14 +244,14 @@ def test_a_method_registered_once_reaches_cli_sweeps_reports_and_plots(monkeypat
     from cerp_core.embeddings.hashing import HashEmbedding
     from cerp_core.sweep import SweepConfig
 
-    toy = Method("toy-hash", "Toy hashing", _hash, (6, "h", "-"), reference=True,
-                 table=HashEmbedding)  # fmt: skip
+    toy = Method("toy-hash", "Toy hashing", _hash, reference=True, table=HashEmbedding)
     monkeypatch.setitem(METHODS, "toy-hash", toy)
     args = build_parser().parse_args(["train", "--method", "toy-hash", "--out", "x"])
     assert args.method == "toy-hash"
     (run,) = SweepConfig.from_dict({"methods": ["toy-hash"], "budgets": [0.1]}).runs()
     assert run.config.method == "toy-hash"
-    assert plots.method_style("toy-hash")["label"] == "Toy hashing"
+    assert plots.method_style("toy-hash")["label"] == "Toy hashing"  # black until styled
+    monkeypatch.setitem(plots.STYLES, "toy-hash", (6, "h", "-"))
     assert plots.method_style("toy-hash")["marker"] == "h"
     rows = pd.DataFrame(
         {"dataset": "d", "backbone": "mf", "method": ["toy-hash", "hash"], "budget": 0.1,

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from test_analysis import NUM_ITEMS, NUM_USERS, small_cerp  # noqa: E402
 
 from cerp_core import analysis, plots  # noqa: E402
+from cerp_core.embeddings import METHODS  # noqa: E402
 
 RNG = np.random.default_rng(0)
 
@@ -226,3 +227,10 @@ def test_complementarity_names_the_lost_entities_and_marks_the_chance_share() ->
     (ticks,) = fig.axes[1].collections
     assert list(ticks.get_offsets()[:, 0]) == pytest.approx(list(stats["exclusive_chance"] * 100))
     plt.close(fig)
+
+
+def test_every_registered_method_has_its_own_style() -> None:
+    """Each compact method has its own color; the reference rows share grey shades."""
+    assert set(plots.STYLES) == set(METHODS)
+    compact = [plots.STYLES[name] for name, m in METHODS.items() if not m.reference]
+    assert len({slot for slot, _, _ in compact}) == len(compact)

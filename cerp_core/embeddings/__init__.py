@@ -8,7 +8,10 @@ from cerp_core.embeddings.base import (
     csr_bytes,
 )
 from cerp_core.embeddings.budget import (
+    FULL_MODEL,
     METHODS,
+    POPULARITY,
+    STUDIED,
     SUITE_PEP_PRUNING_L2,
     SUITE_PRUNING_L2,
     SUITE_THRESHOLD_INIT,
@@ -32,7 +35,10 @@ from cerp_core.embeddings.qr import QREmbedding
 from cerp_core.embeddings.tt import TTEmbedding
 
 __all__ = [
+    "FULL_MODEL",
     "METHODS",
+    "POPULARITY",
+    "STUDIED",
     "SUITE_PEP_PRUNING_L2",
     "SUITE_PRUNING_L2",
     "SUITE_THRESHOLD_INIT",

@@ -271,16 +271,17 @@ def _cerp_paper_buckets(n: int, d: int, budgets: Budgets, overrides: Kwargs) -> 
     return _cerp(n, d, budgets, {"bucket_size": buckets, **overrides}, name="cerp-b1000")
 
 
-Palette = tuple[int, str, str | tuple[int, tuple[int, ...]]]
 FACTORS = tuple[int, int, int]  # TT's row and width factors
 
 
 @dataclass(frozen=True)
 class Method:
-    """One compact-embedding method (or reference row): how to build it and how to show it.
+    """One compact-embedding method (or reference row): how to build it and what it is.
 
     The single place a method is defined: the CLI's choices, sweeps, experiments, reports and
-    figures all read :data:`METHODS`. Call it as ``METHODS[name](N, d, budget, **overrides)``.
+    figures all read :data:`METHODS` (figures draw each method in the style that
+    :data:`cerp_core.plots.STYLES` gives its name). Call it as
+    ``METHODS[name](N, d, budget, **overrides)``.
 
     Attributes:
         name: The key used in configurations and result tables.
@@ -294,7 +295,8 @@ class Method:
         fixed_budget: The one budget the method runs at whatever the sweep's budgets (``1.0``
             for the full table, ``0.0`` for popularity, which stores nothing); ``None`` for
             methods that run at every budget below 1.
-        style: Figure style: a slot of seaborn's color-blind palette, a marker, a line style.
+        studied: The method the suite studies (CERP): reports compare it head to head with
+            every other one.
         table: The class ``build`` returns (its arguments are the method's options).
         solver_options: Options ``build`` takes itself to size the table, with their types
             (``{"bucket_factor": float}``).
@@ -303,10 +305,10 @@ class Method:
     name: str
     label: str
     build: Callable[[int, int, Budgets, Kwargs], CompactEmbedding] | None
-    style: Palette
     prunable: bool = False
     reference: bool = False
     fixed_budget: float | None = None
+    studied: bool = False
     table: type[CompactEmbedding] | None = None
     solver_options: Mapping[str, Any] = field(default_factory=dict)
 
@@ -337,6 +339,11 @@ class Method:
             raise ValueError(f"{self.name} with {overrides} stores {stored} > {allowed} parameters")
         return table
 
+    @property
+    def stores_table(self) -> bool:
+        """Whether the method trains an embedding table (all but popularity)."""
+        return self.build is not None
+
     def check_options(self, options: Mapping[str, Any]) -> None:
         """Raise ``ValueError`` naming the first option this method does not accept, by name
         or by type: the table's constructor arguments (but the id space, width and targets,
@@ -357,12 +364,11 @@ class Method:
 METHODS: dict[str, Method] = {
     method.name: method
     for method in (  # the order of tables and figures
-        Method("popularity", "Popularity", None, (7, "x", ":"), reference=True, fixed_budget=0.0),
+        Method("popularity", "Popularity", None, reference=True, fixed_budget=0.0),
         Method(
             "full",
             "Full table",
             _full,
-            (7, "o", "-"),
             reference=True,
             fixed_budget=1.0,
             table=FullEmbedding,
@@ -371,29 +377,26 @@ METHODS: dict[str, Method] = {
             "lowdim",
             "Narrow full table",
             _lowdim,
-            (8, "v", "--"),
             reference=True,
             table=LowDimEmbedding,
         ),
-        Method("hash", "Hashing", _hash, (1, "s", "--"), table=HashEmbedding),
-        Method("qr", "QR trick", _qr, (2, "^", "-."), table=QREmbedding),
+        Method("hash", "Hashing", _hash, table=HashEmbedding),
+        Method("qr", "QR trick", _qr, table=QREmbedding),
         Method(
             "tt",
             "TT-Rec",
             _tt,
-            (3, "D", ":"),
             table=TTEmbedding,
             solver_options={
                 "row_factors": tuple[int, int, int],
                 "dim_factors": tuple[int, int, int],
             },
         ),
-        Method("pep", "PEP", _pep, (4, "P", (0, (5, 1))), prunable=True, table=PEPEmbedding),
+        Method("pep", "PEP", _pep, prunable=True, table=PEPEmbedding),
         Method(
             "magprune",
             "Magnitude pruning",
             _magprune,
-            (5, "X", (0, (3, 1, 1, 1))),
             prunable=True,
             table=MagnitudePrunedEmbedding,
         ),
@@ -401,7 +404,6 @@ METHODS: dict[str, Method] = {
             "cerp-noreg",
             "CERP w/o regularizer",
             _cerp_noreg,
-            (9, "*", (0, (1, 1))),
             prunable=True,
             table=CERPEmbedding,
             solver_options={"bucket_factor": float},
@@ -410,7 +412,6 @@ METHODS: dict[str, Method] = {
             "cerp-b1000",
             "CERP, b = 1000",
             _cerp_paper_buckets,
-            (6, "*", "-."),
             prunable=True,
             table=CERPEmbedding,
         ),
@@ -418,13 +419,19 @@ METHODS: dict[str, Method] = {
             "cerp",
             "CERP",
             _cerp,
-            (0, "*", "-"),
             prunable=True,
+            studied=True,
             table=CERPEmbedding,
             solver_options={"bucket_factor": float},
         ),
     )
 }
+FULL_MODEL = next(name for name, method in METHODS.items() if method.fixed_budget == 1.0)
+"""The full table: the reference every budget is a fraction of."""
+POPULARITY = next(name for name, method in METHODS.items() if method.build is None)
+"""The ranking that stores no table: the floor every compact method must clear."""
+STUDIED = next(name for name, method in METHODS.items() if method.studied)
+"""The method the suite studies (CERP), which reports compare with every other one."""
 
 
 def make_embedding(

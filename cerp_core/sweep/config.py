@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from cerp_core.embeddings import METHODS, check_budgets, get_method
+from cerp_core.embeddings import FULL_MODEL, METHODS, check_budgets, get_method
 from cerp_core.experiment import (
     PROTOCOLS,
     ExperimentConfig,
@@ -136,9 +136,10 @@ class SweepConfig:
                 check(getattr(self, name))
             except ValueError as error:
                 raise SweepConfigError(f"{name}: {error}") from None
-        if FULL_BUDGET in self.budgets and "full" not in self.methods:
+        if FULL_BUDGET in self.budgets and FULL_MODEL not in self.methods:
             raise SweepConfigError(
-                "budgets: 1.0 is the full model's budget; add 'full' to methods or remove 1.0"
+                f"budgets: 1.0 is the full model's budget; add '{FULL_MODEL}' to methods or "
+                "remove 1.0"
             )
         for name, axis in PER_AXIS_OPTIONS.items():
             unused = sorted(set(getattr(self, name)) - set(getattr(self, axis)))
@@ -155,7 +156,7 @@ class SweepConfig:
                 if getattr(self, name):
                     raise SweepConfigError(f"{name}: given without a tune grid")
             return
-        trained = [m for m in self.methods if METHODS[m].build is not None]
+        trained = [m for m in self.methods if METHODS[m].stores_table]
         for method, source in self.tune_with.items():
             if method not in trained or method in self.tune or source not in self.tune:
                 raise SweepConfigError(
