@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from cerp_core.analysis import chance_exclusive
-from cerp_core.embeddings import FULL_MODEL, METHODS, POPULARITY, STUDIED
+from cerp_core.embeddings import FULL_MODEL, METHODS, POPULARITY, STUDIED, reference_methods
 
 METRICS = ("recall@20", "ndcg@20")
 PANEL = ["dataset", "backbone"]
@@ -128,8 +128,7 @@ def paper_table(
             for stat in ("mean", "std")
         )
         methods = mean.index.get_level_values("method")
-        references = [name for name, method in METHODS.items() if method.reference]
-        compact = mean[~np.isin(methods, references)]
+        compact = mean[~np.isin(methods, list(reference_methods()))]
         panels = compact.groupby(level=PANEL, sort=False)
         best = (compact == panels.transform("max")) & (panels.transform("count") >= 2)
         best = best.reindex(index=rows, fill_value=False)
@@ -351,7 +350,7 @@ def standings(
     """
     summary = summarize(results, (metric,))
     mean = f"{metric}_mean"
-    references = {name for name, entry in METHODS.items() if entry.reference}
+    references = reference_methods()
     versus = head_to_head(results, method, metric).set_index([*PANEL, "budget", "baseline"])
     rows = []
     for (dataset, backbone, budget), group in summary.groupby([*PANEL, "budget"], sort=False):

@@ -22,6 +22,7 @@ from cerp_core.embeddings.budget import (
     make_embedding,
     max_parameters,
     qr_remainder_rows,
+    reference_methods,
     tt_rank,
 )
 from cerp_core.embeddings.cerp import CERPEmbedding, composition_indices, min_bucket_size
@@ -64,6 +65,7 @@ __all__ = [
     "csr_bytes",
     "make_embedding",
     "max_parameters",
+    "reference_methods",
     "min_bucket_size",
     "qr_remainder_rows",
     "soft_threshold",

@@ -434,6 +434,12 @@ STUDIED = next(name for name, method in METHODS.items() if method.studied)
 """The method the suite studies (CERP), which reports compare with every other one."""
 
 
+def reference_methods() -> set[str]:
+    """The methods shown as reference rows, never competing for "best" (read live, so that a
+    method registered later counts too)."""
+    return {name for name, method in METHODS.items() if method.reference}
+
+
 def make_embedding(
     method: str, num_entities: int, dim: int, budget: Budget, **overrides: Any
 ) -> CompactEmbedding:
