@@ -22,13 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from cerp_core.config import ExperimentConfig, protocol_replacements, with_protocol
 from cerp_core.embeddings import FULL_MODEL, STUDIED
-from cerp_core.experiment import (
-    ExperimentConfig,
-    protocol_replacements,
-    run_experiment,
-    with_protocol,
-)
+from cerp_core.experiment import run_experiment
 from cerp_core.io import make_output_folder
 from cerp_core.io import write_text_atomic as write_atomic
 from cerp_core.schema import YamlLoader, setting_fields

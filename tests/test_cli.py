@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from cerp_core.cli import build_parser, experiment_config, main
-from cerp_core.experiment import ExperimentConfig, paper_protocol
+from cerp_core.config import ExperimentConfig, paper_protocol
 
 REQUIRED = {
     "dataset", "backbone", "method", "budget", "num_params", "full_params", "memory_bytes",

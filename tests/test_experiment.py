@@ -8,14 +8,9 @@ import math
 import pytest
 
 from cerp_core.analysis import complementarity
+from cerp_core.config import PAPER_TRAINING, ExperimentConfig, paper_protocol
 from cerp_core.data import load_dataset
-from cerp_core.experiment import (
-    PAPER_TRAINING,
-    ExperimentConfig,
-    build_model,
-    paper_protocol,
-    run_experiment,
-)
+from cerp_core.experiment import build_model, run_experiment
 from cerp_core.schema import ConfigError
 from cerp_core.train import TrainConfig
 

@@ -226,7 +226,7 @@ def test_the_paper_protocol_says_which_given_flags_it_replaces(
 
 def test_a_paper_protocol_sweep_says_which_given_settings_it_replaces() -> None:
     """Before: a sweep under ``protocol: paper`` replaced ``train.batch_size`` silently."""
-    from cerp_core.experiment import ProtocolWarning
+    from cerp_core.config import ProtocolWarning
     from cerp_core.sweep import SweepConfig
 
     values = {"protocol": "paper", "methods": ["full"], "train": {"batch_size": 8192, "lr": 1e-3}}

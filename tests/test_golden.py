@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from cerp_core.experiment import ExperimentConfig, cpu_description, run_experiment
+from cerp_core.experiment import ExperimentConfig, run_experiment
+from cerp_core.provenance import cpu_description
 from cerp_core.train import TrainConfig
 
 GOLDEN = Path(__file__).parent / "golden" / "tiny_runs.json"

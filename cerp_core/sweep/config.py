@@ -16,14 +16,14 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from cerp_core.embeddings import FULL_MODEL, METHODS, check_budgets, get_method
-from cerp_core.experiment import (
+from cerp_core.config import (
     PROTOCOLS,
     ExperimentConfig,
     ProtocolWarning,
     protocol_replacements,
     with_protocol,
 )
+from cerp_core.embeddings import FULL_MODEL, METHODS, check_budgets, get_method
 from cerp_core.schema import STRICT, ConfigError, YamlLoader, field_names, parse, results_part
 from cerp_core.train import TrainConfig
 

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from cerp_core.experiment import ExperimentConfig
+from cerp_core.config import ExperimentConfig
 from cerp_core.io import make_output_folder
 from cerp_core.io import write_text_atomic as write_atomic
 from cerp_core.schema import results_part
