@@ -570,48 +570,62 @@ def plot_complementarity(stats: pd.DataFrame) -> Figure:
     and the exclusive share (pairs non-zero in exactly one of P and Q, among pairs non-zero in
     at least one) against what independent masks of the same densities give (a black tick,
     ``exclusive_chance``), annotated with the entities whose composed vector is all zero."""
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(10, 1.6 + 0.7 * len(stats)), gridspec_kw={"width_ratios": [3, 1.6]}
+    )
+    labels = [str(i) for i in stats.index]
+    _draw_pair_shares(left, stats, labels)
+    _draw_exclusive_shares(right, stats, labels)
+    for ax in (left, right):
+        ax.legend(
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.35 - 0.05 * len(stats)),
+            ncol=4,
+            fontsize="small",
+            frameon=False,
+        )
+    right.set_yticklabels([])
+    fig.tight_layout()
+    return fig
+
+
+def _draw_pair_shares(ax: Axes, stats: pd.DataFrame, labels: list[str]) -> None:
+    """Stacked bars: the shares of (entity, dimension) pairs held by P only, Q only, both, none."""
     categories = {
         "only_P": "only P non-zero",
         "only_Q": "only Q non-zero",
         "both": "both non-zero",
         "both_zero": "both zero",
     }
-    fig, (left, right) = plt.subplots(
-        1, 2, figsize=(10, 1.6 + 0.7 * len(stats)), gridspec_kw={"width_ratios": [3, 1.6]}
-    )
     colors = sns.color_palette(PALETTE, len(categories))
     start = np.zeros(len(stats))
-    labels = [str(i) for i in stats.index]
     for (column, label), color, hatch in zip(
         categories.items(), colors, ("", "//", "..", "xx"), strict=False
     ):
         values = stats[column].to_numpy() * 100
-        left.barh(
+        ax.barh(
             labels, values, left=start, color=color, hatch=hatch, label=label, edgecolor="white"
         )
         start += values
-    left.set(
+    ax.set(
         xlabel="(entity, dimension) pairs (% of all)",
         ylabel="Variant",
         title="Who holds each entry",
         xlim=(0, 100),
     )
-    left.legend(
-        loc="upper center",
-        bbox_to_anchor=(0.5, -0.35 - 0.05 * len(stats)),
-        ncol=4,
-        fontsize="small",
-        frameon=False,
-    )
+
+
+def _draw_exclusive_shares(ax: Axes, stats: pd.DataFrame, labels: list[str]) -> None:
+    """Bars of the exclusive share, a tick at chance, and the all-zero entities written in."""
     exclusive = stats["exclusive"].to_numpy() * 100
     chance = stats["exclusive_chance"].to_numpy() * 100
-    right.barh(labels, exclusive, color=sns.color_palette(PALETTE, 5)[4])
-    right.scatter(
+    ax.barh(labels, exclusive, color=sns.color_palette(PALETTE, 5)[4])
+    ax.scatter(
         chance, labels, marker="|", s=400, linewidths=2, color="black", zorder=3,
         label="independent masks of the same densities",
     )  # fmt: skip
     for y, (share, lost) in enumerate(zip(exclusive, stats["zero_entities"], strict=False)):
-        right.annotate(
+        ax.annotate(
             f"{share:.1f}%; {int(lost)} entities all-zero",
             (0, y),
             xytext=(3, 0),
@@ -621,24 +635,29 @@ def plot_complementarity(stats: pd.DataFrame) -> Figure:
             fontsize="small",
             color="white",
         )
-    right.set(
+    ax.set(
         xlabel="Exclusive entries (% of non-zero pairs)",
         ylabel="Variant",
         title="Held by exactly one of P, Q",
         xlim=(0, 100),
     )
-    right.legend(
-        loc="upper center",
-        bbox_to_anchor=(0.5, -0.35 - 0.05 * len(stats)),
-        fontsize="small",
-        frameon=False,
-    )
-    right.set_yticklabels([])
-    fig.tight_layout()
-    return fig
 
 
 # ----------------------------------------------------------------------------- paper
+
+
+def _mark_published(ax: Axes, bars: pd.DataFrame, references: pd.DataFrame, metric: str) -> None:
+    """Black markers of the published full-model numbers on the full-table bars (``bars``: one
+    row per bar, in order, with its ``dataset``, ``backbone`` and ``method``)."""
+    for i, key in enumerate(bars.itertuples()):
+        if key.method != FULL_MODEL:
+            continue
+        same = (references["dataset"] == key.dataset) & (references["backbone"] == key.backbone)
+        for (_, row), marker in zip(references[same].iterrows(), ("D", "*"), strict=False):
+            ax.scatter(
+                [i], [row[metric]], marker=marker, color="black", zorder=4, s=40,
+                label=f"published: {row['source']}",
+            )  # fmt: skip
 
 
 def plot_protocol_comparison(
@@ -681,24 +700,7 @@ def plot_protocol_comparison(
             for bar in bars:
                 bar.set_hatch(hatch)
         if references is not None and metric in references:
-            for i, label in enumerate(order):
-                key = keys.loc[label]
-                if key["method"] != FULL_MODEL:
-                    continue
-                same = (references["dataset"] == key["dataset"]) & (
-                    references["backbone"] == key["backbone"]
-                )
-                rows = references[same]
-                for (_, row), marker in zip(rows.iterrows(), ("D", "*"), strict=False):
-                    ax.scatter(
-                        [i],
-                        [row[metric]],
-                        marker=marker,
-                        color="black",
-                        zorder=4,
-                        s=40,
-                        label=f"published: {row['source']}",
-                    )
+            _mark_published(ax, keys.loc[order], references, metric)
         ax.set(
             xlabel="Data set / backbone / method (budget)", ylabel=f"Test {_metric_label(metric)}"
         )

@@ -234,3 +234,14 @@ def test_every_registered_method_has_its_own_style() -> None:
     assert set(plots.STYLES) == set(METHODS)
     compact = [plots.STYLES[name] for name, m in METHODS.items() if not m.reference]
     assert len({slot for slot, _, _ in compact}) == len(compact)
+
+
+def test_published_numbers_mark_the_full_table_bars_only() -> None:
+    fig = FIGURES["protocols"]()
+    try:
+        for ax, metric_value in zip(fig.axes, (0.183, 0.155), strict=True):
+            marks = [c for c in ax.collections if c.get_label() == "published: LightGCN paper"]
+            assert len(marks) == 1  # one full-table bar in the gowalla/lightgcn panel
+            assert marks[0].get_offsets()[0][1] == pytest.approx(metric_value)
+    finally:
+        plt.close(fig)
