@@ -662,15 +662,7 @@ def prune(
     initial = copy.deepcopy(model.state_dict())
     state = _resume(model, optimizer, checkpoint, PruneCheckpoint)
     if state is None:
-        chance = float(bpr_loss(torch.zeros(1), torch.zeros(1, config.num_negatives)))
-        start = PruneStep(0, 0, embedding.num_nonzero(), math.nan, mean_threshold(embedding))
-        state = PruneCheckpoint(initial, SnapshotTracker(list(embedding.targets), chance, [start]))
-        if embedding.targets and start.num_nonzero <= embedding.targets[0]:
-            raise ValueError(
-                f"the table starts with {start.num_nonzero} non-zeros, at or below the target "
-                f"{embedding.targets[0]}: its initial thresholds prune it before any training; "
-                "lower threshold_init or enlarge the table (bucket_factor)"
-            )
+        state = _first_prune_state(embedding, config, initial)
     tracker = state.tracker
 
     def on_step(epoch: int, loss: float) -> bool:
@@ -707,12 +699,7 @@ def prune(
             epochs.set_postfix({"nonzero": last.num_nonzero, "targets_left": len(tracker.pending)})
             _save(checkpoint, model, optimizer, state)
     tracker.complete_by_magnitude(embedding.magnitude_masks)
-    empty = [s.target for s in tracker.snapshots if s.num_nonzero == 0]
-    if empty:
-        raise ValueError(
-            f"pruning left no non-zero entry for the target(s) {empty}: a table without "
-            "parameters cannot be retrained; the thresholds overshot (lower threshold_lr)"
-        )
+    _check_not_empty(tracker.snapshots)
     return PruneResult(
         sorted(tracker.snapshots, key=lambda s: -s.target),
         pd.DataFrame(state.rows),
@@ -720,6 +707,32 @@ def prune(
         state.seconds,
         state.initial,
     )
+
+
+def _first_prune_state(
+    embedding: PrunableEmbedding, config: TrainConfig, initial: dict[str, torch.Tensor]
+) -> PruneCheckpoint:
+    """Stage 1's state before its first step; a table that its initial thresholds already
+    prune to the first target is refused."""
+    chance = float(bpr_loss(torch.zeros(1), torch.zeros(1, config.num_negatives)))
+    start = PruneStep(0, 0, embedding.num_nonzero(), math.nan, mean_threshold(embedding))
+    if embedding.targets and start.num_nonzero <= embedding.targets[0]:
+        raise ValueError(
+            f"the table starts with {start.num_nonzero} non-zeros, at or below the target "
+            f"{embedding.targets[0]}: its initial thresholds prune it before any training; "
+            "lower threshold_init or enlarge the table (bucket_factor)"
+        )
+    return PruneCheckpoint(initial, SnapshotTracker(list(embedding.targets), chance, [start]))
+
+
+def _check_not_empty(snapshots: list[Snapshot]) -> None:
+    """Refuse snapshots without a single non-zero: such a table cannot be retrained."""
+    empty = [s.target for s in snapshots if s.num_nonzero == 0]
+    if empty:
+        raise ValueError(
+            f"pruning left no non-zero entry for the target(s) {empty}: a table without "
+            "parameters cannot be retrained; the thresholds overshot (lower threshold_lr)"
+        )
 
 
 def retrain(
