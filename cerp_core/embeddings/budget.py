@@ -34,37 +34,14 @@ Budgets = tuple[float, ...]
 Kwargs = dict[str, Any]
 
 SUITE_THRESHOLD_INIT = -6.0
-"""Raw threshold init that :func:`make_embedding` gives PEP and CERP (the papers use -15 and
--100; both remain available as the class defaults and through ``threshold_init=``).
-
-Why: a threshold whose task gradient is negligible moves by about the learning rate per Adam
-step, towards 0 when it has weight decay, so the steps until a sparsity ``s`` are roughly
-``(logit(q_s) - threshold_init) / lr`` where ``q_s`` is the ``s``-quantile of ``|w|``; from
--100 that is ~9e4 steps at lr 1e-3 before anything is pruned. ``sigmoid(-6) = 2.5e-3`` is above
-the ~1e-3 amplitude at which Adam (lr 1e-3) keeps rarely-updated entries oscillating around
-zero, so such entries are caught, and below most initial magnitudes of a CERP table (Xavier
-bound ``sqrt(6 / (b + d))``, 0.03 at ``b = 7000``; about 9% pruned at step 0). A check with
-Adam (lr 1e-3, weight decay 1e-5 on all parameters) on a toy regression loss, batches of 256
-ids, ``N = 5000..20000``, ``d = 32``, budget 0.1, counted the steps to 50% sparsity: CERP
-1280-1350 (-6), 1770 (-7), 2140-2200 (-8), 4240 (-8 without weight decay on thresholds), none
-within 6000 (-15); PEP 8-30 (-6), but it stalled at 30% sparsity within 6000 steps for -8 at
-``N = 5000``. At a few hundred steps per epoch the largest targets are therefore reached
-within a few epochs; smaller targets need the thresholds to travel further (about
-``logit(q_s)`` minus that of the first target, divided by ``lr``).
-"""
+"""The highest raw threshold init that :func:`threshold_init_for` gives PEP and CERP (the papers
+use -15 and -100, which prune nothing for ~9e4 Adam steps at lr 1e-3); large tables get a lower
+one. Measurements: ``docs/method.md``, "Measurements behind the defaults"."""
 
 SUITE_REGULARIZER = {"regularizer_weight": PAPER_BATCH_ROWS * 1e-3, "regularizer_decay": 0.5}
 """CERP's regularizer in :func:`make_embedding`: a thousandth of the paper's weight (its
-``gamma_0 = 1`` summed over 70 rows is ``regularizer_weight = 70`` as the suite's per-row mean,
-see :class:`~cerp_core.embeddings.CERPEmbedding`), halved per epoch as in the paper.
-
-Chosen on validation Recall@20 (synthetic data, d = 32, budgets 0.1 / 0.05 / 0.02, batch 256,
-10 epochs per stage; MF, then LightGCN; the README has the table). With MF the weights 70, 7,
-0.7, 0.07 and 0 gave 0.027 / 0.024 / 0.015, 0.034 / 0.025 / 0.017, 0.029 / 0.031 / 0.026,
-0.035 / 0.033 / 0.026 and 0.035 / 0.036 / 0.024; at 70 and 7 the stage-1 BPR loss stays at
-ln 2 (0.69) for all 10 epochs, at 0.07 it falls to 0.56 (MF) and 0.27 (LightGCN). The paper's
-value is one option away: ``regularizer_weight=70`` (``PAPER_BATCH_ROWS``).
-"""
+``gamma_0 = 1`` summed over 70 rows is ``regularizer_weight = 70`` as the suite's per-row mean),
+halved per epoch as in the paper; at 70 or 7 stage 1 stayed at chance (``docs/method.md``)."""
 
 SUITE_PRUNING_L2 = 0.1
 """Stage-1 decay (``pruning_l2``, divided by a table's rows: 1e-4 per entry for ``b = 1000``)
@@ -100,15 +77,8 @@ def threshold_init_for(rows: int, dim: int) -> float:
 
 
 BUCKET_FACTOR = 4.0
-"""CERP's two tables hold ``BUCKET_FACTOR`` times the largest target: 75% sparsity there.
-
-Chosen on validation (synthetic data, LightGCN, d = 32, budgets 0.1 / 0.05 / 0.02, 10 epochs
-per stage, seed 0; ``results/bucket-factor/``): validation Recall@20 0.197 / 0.171 / 0.121 with
-4 against 0.152 / 0.123 / 0.104 with 2, and a run per budget (tables sized for each budget alone,
-``prune_each_budget``) scored lower than the shared run (0.101 against 0.123 at 0.05). With 4,
-the thresholds reached none of the targets within the 10 epochs (snapshots completed by
-magnitude pruning): the larger tables need more pruning steps.
-"""
+"""CERP's two tables hold ``BUCKET_FACTOR`` times the largest target (75% sparsity there): 4
+scored higher on validation than 2 (``docs/method.md``, ``results/bucket-factor/``)."""
 
 
 def check_budgets(budgets: Any) -> tuple[float, ...]:
