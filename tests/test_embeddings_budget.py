@@ -8,6 +8,7 @@ import re
 import pytest
 import torch
 
+from cerp_core.config import ExperimentConfig
 from cerp_core.embeddings import (
     FULL_MODEL,
     METHODS,
@@ -279,3 +280,14 @@ def test_make_embedding_refuses_sizes_that_are_not_counts(
     """Before: ZeroDivisionError, TypeError or a raw torch error from deep in the solver."""
     with pytest.raises(ValueError, match=re.escape(message)):
         make_embedding("cerp", num_entities, dim, budget)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("method", "option"), [("cerp-noreg", "regularizer_weight"), ("cerp-b1000", "bucket_size")]
+)
+def test_a_variant_refuses_the_option_that_defines_it(method: str, option: str) -> None:
+    """Before: cerp-noreg with regularizer_weight=1 silently trained CERP's regularizer."""
+    with pytest.raises(ValueError, match=rf"method '{method}' sets \['{option}'\] itself"):
+        make_embedding(method, 5000, 8, 0.01, **{option: 1})
+    with pytest.raises(ValueError, match="sets"):
+        ExperimentConfig(method=method, embedding_options={option: 1})

@@ -270,6 +270,9 @@ class Method:
         table: The class ``build`` returns (its arguments are the method's options).
         solver_options: Options ``build`` takes itself to size the table, with their types
             (``{"bucket_factor": float}``).
+        fixed_options: Options of ``table`` that the method sets itself and that define it
+            (``cerp-noreg``: the regularizer's weight, 0; ``cerp-b1000``: ``b``); giving one
+            is refused instead of silently turning the method into another.
     """
 
     name: str
@@ -281,6 +284,7 @@ class Method:
     studied: bool = False
     table: type[CompactEmbedding] | None = None
     solver_options: Mapping[str, Any] = field(default_factory=dict)
+    fixed_options: frozenset[str] = frozenset()
 
     def __call__(
         self, num_entities: int, dim: int, budget: Budget, **overrides: Any
@@ -322,6 +326,12 @@ class Method:
             if options:
                 raise ValueError(f"method {self.name!r} takes no options, got {sorted(options)}")
             return
+        fixed = sorted(self.fixed_options & set(options))
+        if fixed:
+            raise ValueError(
+                f"method {self.name!r} sets {fixed} itself (that is what makes it "
+                f"{self.label!r}); use method 'cerp' to choose them"
+            )
         check_arguments(
             self.table,
             options,
@@ -376,6 +386,7 @@ METHODS: dict[str, Method] = {
             _cerp_noreg,
             prunable=True,
             table=CERPEmbedding,
+            fixed_options=frozenset({"regularizer_weight"}),
             solver_options={"bucket_factor": float},
         ),
         Method(
@@ -384,6 +395,7 @@ METHODS: dict[str, Method] = {
             _cerp_paper_buckets,
             prunable=True,
             table=CERPEmbedding,
+            fixed_options=frozenset({"bucket_size"}),
         ),
         Method(
             "cerp",
