@@ -24,6 +24,7 @@ from cerp_core.embeddings import (
     make_embedding,
     max_parameters,
     min_bucket_size,
+    options_for,
     qr_remainder_rows,
 )
 from cerp_core.embeddings.budget import BUCKET_FACTOR, pruning_targets
@@ -291,3 +292,16 @@ def test_a_variant_refuses_the_option_that_defines_it(method: str, option: str) 
         make_embedding(method, 5000, 8, 0.01, **{option: 1})
     with pytest.raises(ValueError, match="sets"):
         ExperimentConfig(method=method, embedding_options={option: 1})
+
+
+def test_options_reach_the_methods_that_take_them() -> None:
+    options = options_for(
+        METHODS, threshold_init=-8.0, regularizer_weight=0.07, regularizer_decay=None
+    )
+    assert options["pep"] == options["cerp-noreg"] == {"threshold_init": -8.0}
+    assert options["cerp"] == options["cerp-b1000"] == {
+        "threshold_init": -8.0, "regularizer_weight": 0.07
+    }  # fmt: skip
+    assert options["magprune"] == options["hash"] == options["popularity"] == {}
+    for method, given in options.items():
+        METHODS[method].check_options(given)  # every option handed out is one it accepts

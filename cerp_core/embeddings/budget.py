@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from numbers import Integral, Real
@@ -271,8 +272,8 @@ class Method:
         solver_options: Options ``build`` takes itself to size the table, with their types
             (``{"bucket_factor": float}``).
         fixed_options: Options of ``table`` that the method sets itself and that define it
-            (``cerp-noreg``: the regularizer's weight, 0; ``cerp-b1000``: ``b``); giving one
-            is refused instead of silently turning the method into another.
+            (``cerp-noreg``: the regularizer, off; ``cerp-b1000``: ``b``); giving one is
+            refused instead of silently turning the method into another.
     """
 
     name: str
@@ -317,6 +318,14 @@ class Method:
     def stores_table(self) -> bool:
         """Whether the method trains an embedding table (all but popularity)."""
         return self.build is not None
+
+    def option_names(self) -> set[str]:
+        """The options the method takes: its table's constructor arguments (but the id space,
+        width and targets, which the solver sets) and the solver's own, less the fixed ones."""
+        if self.table is None:
+            return set()
+        names = set(inspect.signature(self.table).parameters) - {"num_entities", "dim", "targets"}
+        return (names | set(self.solver_options)) - self.fixed_options
 
     def check_options(self, options: Mapping[str, Any]) -> None:
         """Raise ``ValueError`` naming the first option this method does not accept, by name
@@ -386,7 +395,9 @@ METHODS: dict[str, Method] = {
             _cerp_noreg,
             prunable=True,
             table=CERPEmbedding,
-            fixed_options=frozenset({"regularizer_weight"}),
+            fixed_options=frozenset(
+                {"regularizer_weight", "regularizer_decay", "regularizer_sharpness"}
+            ),
             solver_options={"bucket_factor": float},
         ),
         Method(
@@ -414,6 +425,18 @@ POPULARITY = next(name for name, method in METHODS.items() if method.build is No
 """The ranking that stores no table: the floor every compact method must clear."""
 STUDIED = next(name for name, method in METHODS.items() if method.studied)
 """The method the suite studies (CERP), which reports compare with every other one."""
+
+
+def options_for(methods: Iterable[str], **values: Any) -> dict[str, dict[str, Any]]:
+    """For each of ``methods``, those of ``values`` that it takes as options (``None`` values
+    left out): how one set of settings (a notebook's parameters) reaches every method that has a
+    use for each, e.g. ``threshold_init`` PEP and the CERP variants, ``regularizer_weight`` only
+    the CERP variants that have a regularizer."""
+    given = {name: value for name, value in values.items() if value is not None}
+    return {
+        method: {k: v for k, v in given.items() if k in get_method(method).option_names()}
+        for method in methods
+    }
 
 
 def reference_methods() -> set[str]:
