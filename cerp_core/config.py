@@ -116,8 +116,7 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         self.budgets = check_budgets(self.budgets)
         self.ks = tuple(self.ks)
-        if self.protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+        check_protocol(self.protocol)
         if self.protocol == "paper" and self.valid_fraction != 0.0:
             raise ValueError(
                 "protocol 'paper' selects on the test set and keeps no validation split; build "
@@ -184,9 +183,14 @@ def paper_protocol(config: ExperimentConfig) -> ExperimentConfig:
 
 def with_protocol(config: ExperimentConfig, protocol: str) -> ExperimentConfig:
     """``config`` under ``protocol``: itself for ``"validation"``, see :func:`paper_protocol`."""
+    check_protocol(protocol)
+    return paper_protocol(config) if protocol == "paper" else config
+
+
+def check_protocol(protocol: str) -> None:
+    """Raise ``ValueError`` naming the protocols unless ``protocol`` is one of them."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-    return paper_protocol(config) if protocol == "paper" else config
 
 
 class ProtocolWarning(UserWarning):

@@ -102,7 +102,7 @@ BAD_CONFIGS = [
     ("budgets: [0.1, high]", "budgets.1: input should be a valid number (got 'high')"),
     ("budgets: [1.0, 0.1]\nmethods: [cerp]", "budgets: 1.0 is the full model's budget"),
     ("seeds: []", "seeds: needs at least one value"),
-    ("protocol: papers", "protocol: must be one of"),
+    ("protocol: papers", "protocol must be one of"),
     ("train: {epoch: 3}", "train.epoch: unknown key; known: ['epochs'"),
     ("train: {lr: fast}", "train.lr: input should be a valid number (got 'fast')"),
     ("train: {epochs: 0}", "train: TrainConfig.epochs must be >= 1"),

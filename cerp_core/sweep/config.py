@@ -17,7 +17,6 @@ import pandas as pd
 import yaml
 
 from cerp_core.config import (
-    PROTOCOLS,
     ExperimentConfig,
     ProtocolWarning,
     protocol_replacements,
@@ -235,8 +234,6 @@ class SweepConfig:
             raise SweepConfigError("train.seed: set by the sweep's seeds, not here")
         base["train"] = {"progress": False, **train} if isinstance(train, Mapping) else train
         protocol = base.pop("protocol", "validation")
-        if protocol not in PROTOCOLS:
-            raise SweepConfigError(f"protocol: must be one of {PROTOCOLS}, got {protocol!r}")
         try:
             given = parse(ExperimentConfig, base)
             for path, applied, value in protocol_replacements(given, protocol):
@@ -249,7 +246,7 @@ class SweepConfig:
             sweep = {name: values[name] for name in own if name in values}
             sweep["base"] = dataclasses.asdict(shared_config)
             return parse(cls, sweep, hide="base")
-        except ConfigError as error:
+        except ValueError as error:  # a ConfigError, or a protocol that check_protocol refused
             raise SweepConfigError(str(error)) from None
 
     @classmethod
