@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-
-from cerp_core.embeddings.base import DenseEmbedding, gather_rows, init_table
+from cerp_core.embeddings.lowdim import LowDimEmbedding
 
 
-class FullEmbedding(DenseEmbedding):
+class FullEmbedding(LowDimEmbedding):
     r"""One ``num_entities x dim`` row per id: the reference every compact table is measured by.
 
     .. math::
         \mathbf{e}_i = \mathbf{E}[i], \qquad \mathbf{E} \in \mathbb{R}^{N \times d}
 
-    Stores ``N * d`` parameters (budget 1.0).
+    A :class:`~cerp_core.embeddings.LowDimEmbedding` at the full width; stores ``N * d``
+    parameters (budget 1.0).
 
     Args:
         num_entities: Number of ids ``N``.
@@ -24,11 +22,4 @@ class FullEmbedding(DenseEmbedding):
     """
 
     def __init__(self, num_entities: int, dim: int, init_std: float = 0.1) -> None:
-        super().__init__(num_entities, dim)
-        self.weight = nn.Parameter(init_table(num_entities, dim, "normal", init_std))
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return gather_rows(self.weight, ids)
-
-    def embed_all(self) -> torch.Tensor:
-        return self.weight
+        super().__init__(num_entities, dim, width=dim, init_std=init_std)
