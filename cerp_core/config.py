@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from cerp_core.data import DATASET_NAMES, make_synthetic
-from cerp_core.embeddings import METHODS, check_budgets, get_method
+from cerp_core.embeddings import METHODS, STUDIED, check_budgets, get_method
 from cerp_core.metrics import DEFAULT_KS
 from cerp_core.models import MODELS
 from cerp_core.schema import STRICT, check_arguments, parse, setting
@@ -76,7 +76,7 @@ class ExperimentConfig:
 
     dataset: str = setting("synthetic", help="name or folder")
     backbone: str = setting("mf", choices=MODELS, help="the model on top of the table")
-    method: str = setting("cerp", choices=METHODS, help="the compact table")
+    method: str = setting(STUDIED, choices=METHODS, help="the compact table")
     budgets: tuple[float, ...] = setting(
         (0.1,), flag="--budget",
         help="stored share(s) of the full table; a pruning method serves several in one run",
