@@ -204,3 +204,34 @@ def test_report_selects_one_sweeps_runs(tmp_path: Path, capsys: pytest.CaptureFi
     assert "2 rows share a (dataset, backbone, method, budget, seed)" in capsys.readouterr().err
     assert main(["report", str(tmp_path), "--config", str(tmp_path / "lr0.001.yaml")]) == 0
     assert "| synthetic | mf | full | 0.1000 | 0.0500 |" in (tmp_path / "table.md").read_text()
+
+
+def test_every_run_field_has_a_train_option_that_sets_it() -> None:
+    """The options are derived from the fields' declarations: every field of ExperimentConfig
+    and TrainConfig but those set otherwise (train.seed by --seed) has one, and it reaches the
+    configuration."""
+    import argparse
+
+    from cerp_core.cli import _config_options
+    from cerp_core.schema import setting_fields
+    from cerp_core.train import TrainConfig
+
+    options = argparse.ArgumentParser()
+    _config_options(options, ExperimentConfig, ExperimentConfig(), "")
+    dests = {action.dest for action in options._actions}
+    fields = {f"train.{name}" for name, *_ in setting_fields(TrainConfig)} | {
+        name for name, *_ in setting_fields(ExperimentConfig) if name != "train"
+    }
+    assert fields - dests == {"train.seed"}
+    args = build_parser().parse_args(
+        ["train", "--out", "x", "--seed", "4", "--patience", "3", "--l2", "0", "--ks", "5", "20",
+         "--selection-metric", "recall@20", "--data-option", "num_users=50",
+         "--no-resample-negatives", "--grad-clip", "none", "--threshold-lr", "0.5",
+         "--eval-batch-size", "7"]
+    )  # fmt: skip
+    config = experiment_config(args)
+    assert (config.seed, config.train.seed, config.train.patience, config.train.l2) == (4, 4, 3, 0)
+    assert config.ks == (5, 20) and config.train.selection_metric == "recall@20"
+    assert config.data_options == {"num_users": 50} and config.eval_batch_size == 7
+    assert config.train.resample_negatives is False and config.train.grad_clip is None
+    assert config.train.threshold_lr == 0.5
