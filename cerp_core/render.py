@@ -1,8 +1,9 @@
 """Tables as text: GitHub Markdown and booktabs LaTeX, from the frames of
 :mod:`cerp_core.report`.
 
-Cells arrive formatted (``0.1234 ± 0.0012``, bold as ``**...**``, ``†`` below popularity); the
-renderers only lay them out and, for LaTeX, escape them.
+Cells arrive formatted (``0.1234 ± 0.0012``, bold as ``**...**``, the marks ``†``, ``§`` and
+``‡`` of :func:`cerp_core.report.paper_table`); the renderers only lay them out and, for LaTeX,
+escape them.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def _latex_cell(value: object) -> str:
     """Escape LaTeX specials; Markdown bold becomes ``\\textbf`` and ``±`` becomes ``$\\pm$``."""
     text = "".join(LATEX_SPECIALS.get(c, c) for c in _label(value))
     text = BOLD.sub(r"\\textbf{\1}", text).replace("±", r"$\pm$")
-    return text.replace("†", r"$^\dagger$")
+    return text.replace("†", r"$^\dagger$").replace("‡", r"$^\ddagger$").replace("§", r"\S{}")
 
 
 def to_latex(table: pd.DataFrame) -> str:

@@ -26,6 +26,11 @@ SIZES = ("num_params", "param_fraction", "memory_bytes")
 INFEASIBLE = "infeasible"
 """A table cell whose method cannot meet the budget (the reason is in ``results.csv``)."""
 BELOW_POPULARITY = " †"
+STOPPED_BY_BOUND = " §"
+"""Marks a cell with a seed whose training the epoch bound stopped (``stopped_by_bound``)."""
+BY_MAGNITUDE = " ‡"
+"""Marks a cell with a seed whose snapshot magnitude pruning completed, not the method's
+thresholds (``snapshot_source == "magnitude"``)."""
 
 
 def _require(results: pd.DataFrame, columns: Sequence[str]) -> None:
@@ -84,7 +89,10 @@ def paper_table(
 
     The best is taken among compact methods (reference rows, :attr:`Method.reference`, are
     shown but never bold), and every cell below the popularity ranking of its panel ends in
-    ``" †"`` (the popularity row is at budget 0: it stores no embedding).
+    ``" †"`` (the popularity row is at budget 0: it stores no embedding). Defects until shown
+    otherwise are marked too: ``" §"`` when the epoch bound stopped a seed's training (it may
+    not have converged), ``" ‡"`` when a seed's snapshot was completed by magnitude pruning
+    rather than taken by the method's thresholds.
 
     Rows are (dataset, backbone, method) in order of appearance; columns are (budget, metric),
     budgets descending. A cell is ``"0.1234 ± 0.0012"`` (``"0.1234"`` for one seed, ``"-"`` when
@@ -112,6 +120,7 @@ def paper_table(
         if "infeasible" in summary
         else pd.DataFrame(index=rows, columns=order)
     ).reindex(index=rows, columns=order)
+    defects = _defects(results, rows, order)
     columns = pd.MultiIndex.from_product([order, list(metrics)], names=["budget", "metric"])
     table = pd.DataFrame(index=rows, columns=columns, dtype=object)
     for metric in metrics:
@@ -137,12 +146,27 @@ def paper_table(
                 INFEASIBLE if isinstance(reason, str) else _format(m, sd, precision)
                 for m, sd, reason in pairs
             ]
-            marks = zip(cells, best[budget], below[budget], strict=True)
+            marks = zip(cells, best[budget], below[budget], defects[budget], strict=True)
             table[(budget, metric)] = [
-                (f"**{c}**" if is_best else c) + (BELOW_POPULARITY if is_below else "")
-                for c, is_best, is_below in marks
+                (f"**{c}**" if is_best else c) + (BELOW_POPULARITY if is_below else "") + defect
+                for c, is_best, is_below, defect in marks
             ]
     return table
+
+
+def _defects(results: pd.DataFrame, rows: pd.MultiIndex, budgets: list[float]) -> pd.DataFrame:
+    """Per row and budget, the marks of :data:`STOPPED_BY_BOUND` and :data:`BY_MAGNITUDE` that
+    any of its seeds earns (``""`` for none, and where the results do not record them)."""
+    flags = pd.DataFrame(index=results.index)
+    flags["bound"] = results.get("stopped_by_bound", pd.Series(False, index=results.index))
+    flags["magnitude"] = results.get("snapshot_source", pd.Series("", index=results.index))
+    flags["bound"] = flags["bound"].astype("boolean").fillna(False).astype(bool)
+    flags["magnitude"] = flags["magnitude"].eq("magnitude")
+    found = flags.groupby([results[name] for name in GROUP], sort=False).any()
+    text = found["bound"].map({True: STOPPED_BY_BOUND, False: ""}) + found["magnitude"].map(
+        {True: BY_MAGNITUDE, False: ""}
+    )
+    return text.unstack("budget").reindex(index=rows, columns=budgets).fillna("")
 
 
 def _popularity(summary: pd.DataFrame, column: str) -> dict[tuple[str, str], float]:

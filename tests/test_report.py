@@ -260,3 +260,22 @@ def test_complementarity_table_adds_the_chance_share(results: pd.DataFrame) -> N
     table = complementarity_table(pd.concat([results[results["method"] == "hash"], cerp]))
     assert table["method"].tolist() == ["my_cerp", "my_cerp"]  # rows without pq_* are left out
     assert table["pq_exclusive_chance"].tolist() == pytest.approx([0.46 / 0.58] * 2)
+
+
+def test_cells_mark_runs_stopped_by_the_bound_and_snapshots_by_magnitude(
+    results: pd.DataFrame,
+) -> None:
+    """A defect until shown otherwise is reported in the table: any seed stopped by the epoch
+    bound earns " §", any snapshot completed by magnitude pruning " ‡"."""
+    flagged = results.assign(stopped_by_bound=False, snapshot_source="threshold")
+    flagged["stopped_by_bound"] = flagged["stopped_by_bound"].astype(object)  # NaN where no run
+    cerp_01_seed1 = (flagged["method"] == "my_cerp") & (flagged["budget"] == 0.1)
+    flagged.loc[cerp_01_seed1 & (flagged["seed"] == 1), "stopped_by_bound"] = True
+    flagged.loc[cerp_01_seed1 & (flagged["seed"] == 0), "snapshot_source"] = "magnitude"
+    flagged.loc[flagged["method"] == "full", "snapshot_source"] = "none"
+    flagged.loc[(flagged["method"] == "full") & (flagged["seed"] == 0), "stopped_by_bound"] = None
+    table = paper_table(flagged, precision=3).loc[("toy", "mf")]
+    assert table.loc["my_cerp", (0.1, "recall@20")] == "**0.150 ± 0.000** § ‡"
+    assert table.loc["my_cerp", (0.2, "recall@20")] == "**0.170 ± 0.014**"
+    assert table.loc["full", (1.0, "ndcg@20")] == "0.110 ± 0.014"
+    assert r"\S{} $^\ddagger$" in to_latex(paper_table(flagged, precision=3))
